@@ -1,0 +1,1 @@
+"""Storage backends, one module per format, registered by name in :mod:`.registry`."""

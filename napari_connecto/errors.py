@@ -1,0 +1,141 @@
+"""Typed errors raised by napari-connecto.
+
+Every error derives from :class:`ConnectoError` and, where a builtin exception
+fits, from that builtin too, so ``except FileNotFoundError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AmbiguousSourceError",
+    "ChunkError",
+    "ConnectoError",
+    "MetadataError",
+    "ReadOnlyError",
+    "RegionError",
+    "SourceNotFoundError",
+    "UnknownFormatError",
+    "UnsafeDataError",
+    "UnsupportedEncodingError",
+]
+
+
+class ConnectoError(Exception):
+    """Base class of every error napari-connecto raises on purpose."""
+
+
+class SourceNotFoundError(ConnectoError, FileNotFoundError):
+    """A path or URL that does not exist.
+
+    Parameters
+    ----------
+    source : str
+        The missing path or URL, as the user gave it.
+    detail : str, optional
+        What exactly was missing, if more specific than ``source``.
+    """
+
+    def __init__(self, source: str, detail: str = "") -> None:
+        self.source = source
+        message = f"no such file or dataset: {source!r}"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message)
+
+
+class UnknownFormatError(ConnectoError, ValueError):
+    """No registered format recognised a source.
+
+    Parameters
+    ----------
+    source : str
+        The source that nobody could read.
+    tried : sequence of str
+        Names of the formats that were asked.
+    """
+
+    def __init__(self, source: str, tried: Sequence[str]) -> None:
+        self.source = source
+        self.tried = tuple(tried)
+        super().__init__(f"cannot tell the format of {source!r}; tried: {', '.join(self.tried)}")
+
+
+class MetadataError(ConnectoError, ValueError):
+    """Metadata that is missing, malformed or out of range.
+
+    Parameters
+    ----------
+    path : str
+        The metadata file (or container path) at fault.
+    field : str
+        The field at fault; empty if the whole document is bad.
+    problem : str
+        What is wrong with it.
+    """
+
+    def __init__(self, path: str, field: str, problem: str) -> None:
+        self.path = path
+        self.field = field
+        self.problem = problem
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"{where}: {problem}")
+
+
+class UnsupportedEncodingError(MetadataError):
+    """Metadata naming a codec, dtype or layout this project cannot decode."""
+
+
+class UnsafeDataError(MetadataError):
+    """Metadata that would execute code (pickle) or escape the dataset root."""
+
+
+class ChunkError(ConnectoError, OSError):
+    """One chunk that could not be read or decoded (truncated, corrupt, unreadable).
+
+    Parameters
+    ----------
+    source : str
+        The dataset the chunk belongs to.
+    scale : int
+        Index of the scale (0 = finest).
+    region : str
+        The voxel region or chunk key that failed.
+    problem : str
+        What went wrong.
+    """
+
+    def __init__(self, source: str, scale: int, region: str, problem: str) -> None:
+        self.source = source
+        self.scale = scale
+        self.region = region
+        self.problem = problem
+        super().__init__(f"{source} scale {scale} chunk {region}: {problem}")
+
+
+class RegionError(ConnectoError, ValueError):
+    """A requested region that is malformed, empty or too large to allocate."""
+
+
+class ReadOnlyError(ConnectoError, PermissionError):
+    """A write to a volume opened read-only, or to a format that cannot be written."""
+
+
+class AmbiguousSourceError(ConnectoError, ValueError):
+    """A container holding several volumes where exactly one was asked for.
+
+    Parameters
+    ----------
+    source : str
+        The container.
+    candidates : sequence of str
+        Sources that each name exactly one volume inside it.
+    """
+
+    def __init__(self, source: str, candidates: Sequence[str]) -> None:
+        self.source = source
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"{source!r} holds several volumes; name one of: {', '.join(self.candidates)}"
+        )

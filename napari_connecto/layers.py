@@ -1,0 +1,109 @@
+"""Turn volumes and point sets into napari ``LayerData`` tuples (no napari import here)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_connecto.opening import list_contents, open_points, open_volume
+
+if TYPE_CHECKING:
+    from napari_connecto.backends.base import PointSet
+    from napari_connecto.source import SourceLike
+    from napari_connecto.volume.volume import Volume
+
+__all__ = ["LayerData", "layer_data_for_source", "points_layer_data", "volume_layer_data"]
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+PRE_COLOR = "#ff3b30"
+POST_COLOR = "#00c7ff"
+OTHER_COLOR = "#ffd60a"
+
+
+def default_contrast_limits(volume: Volume) -> tuple[float, float]:
+    """Display range from metadata, else from the dtype; never from scanning data."""
+    hint = volume.backend.contrast_limits
+    if hint is not None:
+        return (float(hint[0]), float(hint[1]))
+    dtype = volume.dtype
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return (float(info.min), float(info.max))
+    if dtype.kind == "b":
+        return (0.0, 1.0)
+    return (0.0, 1.0)
+
+
+def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
+    """An image or labels ``LayerData`` tuple for ``volume``, placed in nm.
+
+    Parameters
+    ----------
+    volume : Volume
+        The volume to show.
+    name : str, optional
+        Layer name; default the volume's name.
+
+    Returns
+    -------
+    tuple
+        ``(data, kwargs, layer_type)`` as napari readers return.
+    """
+    levels = volume.levels
+    finest = volume.scales[0]
+    meta: dict[str, Any] = {
+        "name": name or volume.name,
+        "scale": finest.resolution.as_tuple(),
+        "translate": finest.origin_nm.as_tuple(),
+        "units": ("nm", "nm", "nm"),
+        "axis_labels": ("z", "y", "x"),
+        "multiscale": len(levels) > 1,
+        "metadata": {"connecto_source": str(volume.source), "connecto_format": volume.format},
+    }
+    data: Any = levels if len(levels) > 1 else levels[0]
+    if volume.kind == "segmentation":
+        return data, meta, "labels"
+    meta["contrast_limits"] = default_contrast_limits(volume)
+    meta["colormap"] = "gray"
+    return data, meta, "image"
+
+
+def points_layer_data(points: PointSet) -> LayerData:
+    """A points ``LayerData`` tuple: synapse sites coloured pre/post, with their features."""
+    features = points.features
+    colors: Any = OTHER_COLOR
+    if "type" in features.columns and len(features):
+        kinds = features["type"].astype(str).to_numpy()
+        colors = np.where(
+            np.char.find(kinds.astype(str), "pre") >= 0,
+            PRE_COLOR,
+            np.where(np.char.find(kinds.astype(str), "post") >= 0, POST_COLOR, OTHER_COLOR),
+        ).tolist()
+    meta: dict[str, Any] = {
+        "name": points.name,
+        "features": features,
+        "face_color": colors,
+        "border_color": "white",
+        "border_width": 0.1,
+        "size": 40.0,
+        "units": ("nm", "nm", "nm"),
+        "axis_labels": ("z", "y", "x"),
+        "out_of_slice_display": True,
+        "metadata": dict(points.metadata),
+    }
+    return np.asarray(points.positions_nm, dtype=np.float64).reshape(-1, 3), meta, "points"
+
+
+def layer_data_for_source(source: SourceLike) -> list[LayerData]:
+    """Every layer a source holds: images first, then segmentations, then points."""
+    order = {"image": 0, "segmentation": 1, "points": 2}
+    entries = sorted(list_contents(source), key=lambda e: order[e.kind])
+    layers: list[LayerData] = []
+    for entry in entries:
+        if entry.kind == "points":
+            layers.append(points_layer_data(open_points(entry.source)))
+        else:
+            layers.append(volume_layer_data(open_volume(entry.source), name=entry.name))
+    return layers
