@@ -64,6 +64,7 @@ def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
     }
     data: Any = levels if len(levels) > 1 else levels[0]
     if volume.kind == "segmentation":
+        meta["metadata"]["connecto_background_label"] = int(volume.backend.background_label)
         return data, meta, "labels"
     meta["contrast_limits"] = default_contrast_limits(volume)
     meta["colormap"] = "gray"

@@ -68,10 +68,10 @@ def get_backend(name: str) -> type[VolumeBackend]:
         raise KeyError(f"no backend named {name!r}; known: {', '.join(_registered)}")
     module_name, _, attr = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
+        _loaded[name] = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        logger.warning("backend %r could not be loaded: %s", name, exc)
         raise KeyError(f"backend {name!r} is not available: {exc}") from exc
-    _loaded[name] = getattr(module, attr)
     return _loaded[name]
 
 

@@ -224,7 +224,10 @@ def test_sharded_corrupt_shard_fails_that_region(tmp_path):
 def test_ome_contents_lists_image_and_labels(tmp_path):
     path = _write_ome(tmp_path / "img.zarr", FormatV05(), _image(), _segmentation())
     entries = nc.list_contents(path)
-    assert [(e.kind, e.name) for e in entries] == [("image", "img.zarr"), ("segmentation", "neurons")]
+    assert [(e.kind, e.name) for e in entries] == [
+        ("image", "img.zarr"),
+        ("segmentation", "neurons"),
+    ]
     seg = nc.open_volume(entries[1].source)
     assert seg.kind == "segmentation"
     assert seg.read_voxels(0, (0, 0, 0), (1, 1, 1))[0, 0, 0] == np.uint64(2**53 + 1)

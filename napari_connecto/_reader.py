@@ -1,0 +1,46 @@
+"""npe2 reader shim: sniff cheaply, hand the work to the backends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from napari_connecto.backends.registry import sniff_backend
+from napari_connecto.errors import ConnectoError
+from napari_connecto.source import parse_source
+
+__all__ = ["get_reader"]
+
+logger = logging.getLogger(__name__)
+
+ReaderFunction = Callable[[Any], list[tuple[Any, dict[str, Any], str]]]
+
+
+def get_reader(path: str | list[str]) -> ReaderFunction | None:
+    """Return a reader if every path is a source napari-connecto can open, else ``None``.
+
+    Never raises and never reads chunk data; a bad path is answered with ``None``.
+    """
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths:
+        return None
+    for p in paths:
+        try:
+            if sniff_backend(parse_source(p)) is None:
+                return None
+        except (ConnectoError, OSError, ValueError) as exc:
+            logger.debug("napari-connecto does not read %s: %s", p, exc)
+            return None
+    return read_sources
+
+
+def read_sources(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
+    """Read every layer of each path (images, segmentations, point sets)."""
+    from napari_connecto.viewer.layers import napari_layer_data
+
+    paths = [path] if isinstance(path, str) else list(path)
+    layers = []
+    for p in paths:
+        layers.extend(napari_layer_data(p))
+    return layers

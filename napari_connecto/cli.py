@@ -1,0 +1,146 @@
+"""The ``napari-connecto`` command: ``view``, ``info`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from napari_connecto.errors import ConnectoError
+from napari_connecto.opening import list_contents, open_points, open_volume
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _position(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X in nm, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X in nm, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-connecto",
+        description="Browse connectomics volumes, segmentations and synapses in napari.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    view = sub.add_parser("view", help="open sources in a napari viewer")
+    view.add_argument("sources", nargs="+", help="paths or URLs (zarr, n5, h5, precomputed)")
+    view.add_argument("--at", type=_position, help="centre on Z,Y,X (nm)")
+    _add_screenshot(view)
+
+    info = sub.add_parser("info", help="print scales, dtype, chunking and encoding")
+    info.add_argument("source", help="path or URL")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    demo = sub.add_parser("demo", help="generate (once) and open the synthetic EM sample")
+    demo.add_argument("--at", type=_position, help="centre on Z,Y,X (nm)")
+    _add_screenshot(demo)
+    return parser
+
+
+def _add_screenshot(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--screenshot", metavar="PNG", help="save a screenshot of the canvas and exit"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        if args.command == "info":
+            return _info(args.source, as_json=args.json)
+        if args.command == "demo":
+            from napari_connecto.sample import ensure_sample
+
+            paths = ensure_sample()
+            return _view([paths.ome_zarr, paths.cremi_synapses], args.at, args.screenshot)
+        return _view(args.sources, args.at, args.screenshot)
+    except ConnectoError as exc:
+        sys.stderr.write(f"napari-connecto: {exc}\n")
+        return 2
+
+
+def _info(source: str, *, as_json: bool) -> int:
+    report: list[dict[str, Any]] = []
+    for entry in list_contents(source):
+        if entry.kind == "points":
+            points = open_points(entry.source)
+            report.append(
+                {"source": str(entry.source), "kind": "points", "count": len(points.positions_nm)}
+            )
+        else:
+            with open_volume(entry.source) as volume:
+                report.append(volume.describe())
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write("".join(_describe_text(item) for item in report))
+    return 0
+
+
+def _describe_text(item: dict[str, Any]) -> str:
+    if item["kind"] == "points":
+        return f"{item['source']}\n  points: {item['count']}\n"
+    lines = [f"{item['source']}", f"  format {item['format']}, {item['kind']}, {item['dtype']}"]
+    for i, sc in enumerate(item["scales"]):
+        shape = "x".join(str(v) for v in sc["shape_zyx"])
+        res = "x".join(f"{v:g}" for v in sc["resolution_nm_zyx"])
+        chunk = "x".join(str(v) for v in sc["chunk_zyx"])
+        size = _human_bytes(sc["nbytes"])
+        lines.append(
+            f"  scale {i}: {shape} voxels (z,y,x) at {res} nm, chunks {chunk}, "
+            f"{sc['encoding']}, {size}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def _view(sources: Sequence[Any], at: Any, screenshot: str | None) -> int:
+    import napari
+
+    from napari_connecto.viewer.launch import view
+
+    viewer = view(*sources, at=at)
+    if screenshot:
+        _save_screenshot(viewer, screenshot)
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
+def _save_screenshot(viewer: napari.Viewer, path: str) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(5):
+        QApplication.processEvents()
+    viewer.screenshot(path, canvas_only=False)
+    logger.info("screenshot saved to %s", path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

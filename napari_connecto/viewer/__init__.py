@@ -1,0 +1,1 @@
+"""napari glue: turning sources into layers, launching and navigating viewers."""

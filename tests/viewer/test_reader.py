@@ -1,0 +1,72 @@
+"""The plugin in a real napari viewer: reader, layers in nm, pixels on screen, view()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_connecto as nc
+from napari_connecto._reader import get_reader
+from napari_connecto.volume import LevelArray
+
+pytestmark = pytest.mark.gui
+
+
+def test_reader_declines_what_it_cannot_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader(str(tmp_path / "missing.zarr")) is None
+    assert get_reader([]) is None
+
+
+def test_viewer_open_through_plugin(make_napari_viewer, ome_dataset):
+    path, image, labels = ome_dataset
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-connecto")
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+    img, seg = layers
+    assert img.name == "em.zarr" and seg.name == "cells"
+    for layer in layers:
+        assert layer.multiscale
+        np.testing.assert_allclose(layer.scale, (40.0, 4.0, 4.0))
+        np.testing.assert_allclose(layer.translate, (400.0, 40.0, 20.0))
+        assert isinstance(layer.data[0], LevelArray)
+    assert img.contrast_limits == [0.0, 255.0]
+    assert seg.data[0].dtype == np.uint64
+    # The id under a world position is the exact uint64 stored (no float, no uint32).
+    assert seg.get_value((400.0 + 40.0 * 2, 40.0 + 4.0 * 64, 20.0 + 4.0 * 64), world=True) == (
+        2**60 + 5
+    ) or seg.get_value((400.0 + 40.0 * 2, 40.0 + 4.0 * 64, 20.0 + 4.0 * 64), world=True) == (
+        0,
+        2**60 + 5,
+    )
+
+
+def screen_footprint(shot: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The data's footprint on a screenshot (non-black box), resampled to ``shape``."""
+    gray = shot[..., :3].astype(float).mean(axis=-1)
+    rows, cols = np.nonzero(gray > 20)
+    crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    ri = ((np.arange(shape[0]) + 0.5) * crop.shape[0] / shape[0]).astype(int)
+    ci = ((np.arange(shape[1]) + 0.5) * crop.shape[1] / shape[1]).astype(int)
+    return crop[np.ix_(ri, ci)]
+
+
+def test_screenshot_shows_the_stored_pixels(make_napari_viewer, ome_dataset, tmp_path):
+    path, image, _ = ome_dataset
+    viewer = make_napari_viewer(show=True)
+    nc.view(path, viewer=viewer)
+    viewer.layers["cells"].visible = False
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    seen = screen_footprint(shot, image.shape[1:])
+    close = np.abs(seen - image[0].astype(float)) <= 12
+    assert close.mean() > 0.97, f"only {close.mean():.1%} of pixels match the stored image"
+
+
+def test_view_centres_on_nm_position(make_napari_viewer, ome_dataset):
+    path, _, _ = ome_dataset
+    viewer = make_napari_viewer()
+    nc.view(path, at=(480.0, 300.0, 200.0), viewer=viewer)
+    assert viewer.dims.point[0] == pytest.approx(480.0)
+    assert viewer.camera.center[-2:] == pytest.approx((300.0, 200.0))
