@@ -26,7 +26,6 @@ _BUILTIN: dict[str, str] = {
     "n5": "napari_connecto.backends.n5:N5Backend",
     "hdf5": "napari_connecto.backends.hdf5:HDF5Backend",
     "precomputed": "napari_connecto.backends.precomputed:PrecomputedBackend",
-    "dvid": "napari_connecto.backends.dvid:DVIDBackend",
 }
 _loaded: dict[str, type[VolumeBackend]] = {}
 _registered: list[str] = list(_BUILTIN)
