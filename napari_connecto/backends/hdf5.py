@@ -1,0 +1,624 @@
+"""HDF5 volumes (including CREMI files) read and written through h5py.
+
+A source names one file and, optionally, a path inside it
+(``file.h5/volumes/raw`` or ``file.h5#volumes/raw``). The path may name
+
+* a 2D or 3D numeric dataset (2D becomes ``z = 1``): one scale, its voxel size
+  from the ``resolution`` attribute (z, y, x nm, CREMI style, default 1 nm) and
+  its position from the ``offset`` attribute (z, y, x nm);
+* a multiscale group whose children are named ``s0, s1, ...`` or ``0, 1, ...``:
+  one scale per child, finest first;
+* nothing, or a plain group: the single volume below it is opened, several
+  raise :class:`~napari_connecto.errors.AmbiguousSourceError` listing them.
+
+h5py is not safe for concurrent use of one file, so every access to a file
+goes through one lock per file path and :attr:`HDF5Backend.max_concurrency` is
+1. HDF5's own chunk cache is kept at 1 MiB: the project's chunk cache holds the
+memory budget. External links are never followed. Malformed files can still
+crash or hang the HDF5 library itself (h5py #2569); that cannot be caught here.
+
+CREMI synapse annotations are read by :mod:`napari_connecto.backends.cremi`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import h5py
+import numpy as np
+
+from napari_connecto.backends._meta import (
+    check_chunk,
+    check_dtype,
+    check_positive_ints,
+    check_resolution,
+)
+from napari_connecto.backends.base import Entry, PointSet, VolumeBackend
+from napari_connecto.backends.cremi import (
+    CREMI_BACKGROUND,
+    CREMI_VOLUMES,
+    check_offset,
+    has_annotations,
+    has_annotations_group,
+    is_cremi,
+    read_synapses,
+)
+from napari_connecto.errors import (
+    AmbiguousSourceError,
+    ChunkError,
+    MetadataError,
+    ReadOnlyError,
+    SourceNotFoundError,
+    UnsafeDataError,
+    UnsupportedEncodingError,
+)
+from napari_connecto.geometry import Vec3
+from napari_connecto.volume.scale import Scale
+
+if TYPE_CHECKING:
+    from napari_connecto.backends.base import Kind
+    from napari_connecto.source import Source
+    from napari_connecto.volume.scale import Index3
+
+__all__ = ["HDF5Backend", "has_hdf5_signature"]
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The eight bytes every HDF5 superblock starts with."""
+_SIGNATURE_OFFSETS = (0, *(2**k for k in range(9, 17)))
+CACHE_BYTES = 2**20
+"""HDF5 raw-data chunk cache per open file (bytes): small, the project caches chunks itself."""
+DEFAULT_PLANE = 512
+"""Contiguous datasets are read in ``(1, 512, 512)`` blocks (their rows are contiguous)."""
+MAX_WALK_OBJECTS = 10_000
+"""Largest number of objects inspected when listing a file's volumes."""
+MAX_WALK_DEPTH = 8
+"""Deepest group nesting inspected when listing a file's volumes."""
+_LABEL_WORDS = ("label", "seg", "neuron_ids", "clefts", "ids")
+_LABEL_DTYPES = frozenset({np.dtype("uint32"), np.dtype("uint64"), np.dtype("int64")})
+_LEVEL_NAME = re.compile(r"^(s?)(\d+)$")
+_READ_ERRORS = (OSError, ValueError, RuntimeError, TypeError, KeyError)
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def has_hdf5_signature(path: str) -> bool:
+    """Whether the local file ``path`` holds the HDF5 signature at 0 or after a userblock.
+
+    HDF5 looks for its superblock at 0, 512, 1024, 2048, ... bytes; offsets up
+    to 64 KiB are checked (eight bytes each), never raising.
+    """
+    try:
+        with open(path, "rb") as fh:
+            for offset in _SIGNATURE_OFFSETS:
+                fh.seek(offset)
+                if fh.read(len(SIGNATURE)) == SIGNATURE:
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def file_lock(location: str) -> threading.Lock:
+    """The one lock guarding every h5py call on the file at ``location``."""
+    key = os.path.realpath(location)
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def open_file(source: Source, mode: Literal["r", "r+"] = "r") -> h5py.File:
+    """Open the HDF5 file of ``source`` (call with its :func:`file_lock` held).
+
+    Raises
+    ------
+    SourceNotFoundError
+        If the file does not exist.
+    MetadataError
+        If it is remote, a directory, not HDF5, truncated or otherwise unreadable.
+    ReadOnlyError
+        If ``mode="r+"`` and the file cannot be opened for writing.
+    """
+    where = source.location
+    if source.is_remote:
+        raise MetadataError(where, "", "HDF5 files can only be opened from local disk")
+    path = source.path
+    if not path.exists():
+        raise SourceNotFoundError(where)
+    if not path.is_file():
+        raise MetadataError(where, "", "is a directory or special file, expected an HDF5 file")
+    if not has_hdf5_signature(where):
+        raise MetadataError(where, "", "not an HDF5 file (no HDF5 signature)")
+    try:
+        return h5py.File(where, mode, rdcc_nbytes=CACHE_BYTES)
+    except OSError as exc:
+        message = str(exc)
+        if mode == "r+" and ("already open" in message or isinstance(exc, PermissionError)):
+            raise ReadOnlyError(f"cannot open {where} for writing: {message}") from exc
+        raise MetadataError(where, "", f"not a readable HDF5 file ({message})") from exc
+
+
+def resolve(h5: h5py.File, inner: str, source: Source) -> h5py.Group | h5py.Dataset:
+    """The object at ``inner`` in ``h5``, refusing external links.
+
+    Raises
+    ------
+    SourceNotFoundError
+        If nothing is at ``inner``.
+    UnsafeDataError
+        If the path crosses an external link (into another file).
+    """
+    obj: h5py.Group | h5py.Dataset = h5
+    for part in [p for p in inner.split("/") if p]:
+        if not isinstance(obj, h5py.Group):
+            raise SourceNotFoundError(str(source), f"{obj.name!r} is a dataset, not a group")
+        try:
+            link = obj.get(part, getlink=True)
+            external = isinstance(link, h5py.ExternalLink)
+            child = obj.get(part) if link is not None and not external else None
+        except _READ_ERRORS as exc:
+            raise MetadataError(f"{source.location}#{inner}", part, f"unreadable: {exc}") from exc
+        if external:
+            raise UnsafeDataError(f"{source.location}#{inner}", part, "external links are refused")
+        if child is None:
+            raise SourceNotFoundError(str(source), f"no {inner!r} inside {source.location}")
+        obj = child
+    if obj.file.filename != h5.filename:
+        raise UnsafeDataError(f"{source.location}#{inner}", "", "leads into another file")
+    return obj
+
+
+def read_attr(obj: h5py.HLObject, name: str, where: str) -> Any:
+    """Attribute ``name`` of ``obj`` as plain Python values, or ``None`` if absent."""
+    try:
+        if name not in obj.attrs:
+            return None
+        value = obj.attrs[name]
+    except _READ_ERRORS as exc:
+        raise MetadataError(where, name, f"unreadable attribute ({exc})") from exc
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return value
+
+
+def kind_for(path: str, dtype: np.dtype) -> Kind:
+    """``"segmentation"`` for integer label dtypes or label-like names, else ``"image"``."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "ui":
+        return "image"
+    if dtype.newbyteorder("=") in _LABEL_DTYPES:
+        return "segmentation"
+    lowered = path.lower()
+    return "segmentation" if any(w in lowered for w in _LABEL_WORDS) else "image"
+
+
+def multiscale_levels(group: h5py.Group) -> list[str]:
+    """Names of the level datasets (``s0, s1, ...`` or ``0, 1, ...``) of a multiscale group."""
+    if not isinstance(group, h5py.Group):
+        return []
+    levels: dict[str, list[tuple[int, str]]] = {"": [], "s": []}
+    try:
+        for name in itertools.islice(group, MAX_WALK_OBJECTS):
+            match = _LEVEL_NAME.match(name)
+            if match is None or not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                continue
+            if group.get(name, getclass=True) is h5py.Dataset:
+                levels[match.group(1)].append((int(match.group(2)), name))
+    except _READ_ERRORS:
+        return []
+    for found in levels.values():
+        if found and min(found)[0] == 0:
+            return [name for _, name in sorted(found)]
+    return []
+
+
+def find_volumes(group: h5py.Group) -> list[str]:
+    """Paths of every 3D numeric dataset and multiscale group below ``group`` (bounded walk).
+
+    Only hard links are followed; at most :data:`MAX_WALK_OBJECTS` objects and
+    :data:`MAX_WALK_DEPTH` levels are inspected; unreadable objects are skipped.
+    """
+    found: list[str] = []
+    todo: list[tuple[h5py.Group, str, int]] = [(group, group.name.strip("/"), 0)]
+    budget = MAX_WALK_OBJECTS
+    while todo and budget > 0:
+        current, prefix, depth = todo.pop(0)
+        try:
+            names = list(itertools.islice(current, budget))
+        except _READ_ERRORS as exc:
+            logger.warning("cannot list %s: %s", prefix or "/", exc)
+            continue
+        budget -= len(names)
+        for name in names:
+            path = f"{prefix}/{name}".lstrip("/")
+            try:
+                child = _walk_child(current, name)
+            except _READ_ERRORS as exc:
+                logger.warning("skipping unreadable %s: %s", path, exc)
+                continue
+            if isinstance(child, h5py.Dataset):
+                if child.ndim == 3 and child.dtype.kind in "biuf":
+                    found.append(path)
+            elif multiscale_levels(child):
+                found.append(path)
+            elif isinstance(child, h5py.Group) and depth < MAX_WALK_DEPTH:
+                todo.append((child, path, depth + 1))
+    if budget <= 0:
+        logger.warning("stopped listing %s after %d objects", group.file.filename, MAX_WALK_OBJECTS)
+    return found
+
+
+def _walk_child(group: h5py.Group, name: str) -> h5py.Group | h5py.Dataset | None:
+    """The object ``name`` in ``group`` if it is a hard link, else ``None``."""
+    if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+        return None
+    return group.get(name)
+
+
+def _vector_attr(ds: h5py.Dataset, name: str, where: str, pad: float) -> Vec3 | None:
+    """A z, y, x ``resolution`` or ``offset`` attribute (y, x accepted on 2D datasets)."""
+    value = read_attr(ds, name, where)
+    if value is None:
+        return None
+    n = 2 if ds.ndim == 2 and isinstance(value, list) and len(value) == 2 else 3
+    check = check_resolution if name == "resolution" else check_offset
+    values = check(where, name, value, n)
+    return Vec3.of((pad, *values) if n == 2 else values)
+
+
+def _filters(ds: h5py.Dataset, where: str) -> list[str]:
+    """Names of the dataset's filters, refusing any this HDF5 library cannot decode."""
+    plist = ds.id.get_create_plist()
+    names = []
+    for i in range(plist.get_nfilters()):
+        code, _flags, _values, raw_name = plist.get_filter(i)
+        name = raw_name.decode("utf-8", "replace") or f"filter-{code}"
+        if not h5py.h5z.filter_avail(code):
+            raise UnsupportedEncodingError(
+                where, "filters", f"HDF5 filter {name!r} (id {code}) is not available"
+            )
+        names.append(name)
+    return names
+
+
+def _chunk_shape(ds: h5py.Dataset, shape: Index3, where: str) -> Index3:
+    if ds.chunks is None:
+        chunk = (1, min(shape[1], DEFAULT_PLANE), min(shape[2], DEFAULT_PLANE))
+    else:
+        chunk = tuple(ds.chunks) if ds.ndim == 3 else (1, *ds.chunks)
+    return check_chunk(where, "chunks", list(chunk), 3, ds.dtype.itemsize)  # type: ignore[return-value]
+
+
+def dataset_scale(ds: h5py.Dataset, where: str, default_res: Vec3 | None = None) -> Scale:
+    """The :class:`Scale` of one 2D or 3D dataset, its metadata validated.
+
+    Raises
+    ------
+    MetadataError
+        If the shape, chunks, ``resolution`` or ``offset`` are malformed.
+    UnsupportedEncodingError, UnsafeDataError
+        If the dtype or a filter cannot be decoded.
+    """
+    if ds.ndim not in (2, 3):
+        raise UnsupportedEncodingError(where, "shape", f"expected a 2D or 3D dataset: {ds.shape}")
+    dtype = check_dtype(where, "dtype", ds.dtype).newbyteorder("=")
+    raw_shape = check_positive_ints(where, "shape", list(ds.shape), ds.ndim)
+    shape: Index3 = (1, *raw_shape) if ds.ndim == 2 else raw_shape  # type: ignore[assignment]
+    resolution = _vector_attr(ds, "resolution", where, 1.0) or default_res or Vec3(1, 1, 1)
+    translation = _vector_attr(ds, "offset", where, 0.0) or Vec3(0.0, 0.0, 0.0)
+    return Scale(
+        shape=shape,
+        resolution=resolution,
+        chunk_shape=_chunk_shape(ds, shape, where),
+        dtype=dtype,
+        encoding="+".join(_filters(ds, where)) or "raw",
+        key=ds.name.lstrip("/"),
+        translation_nm=translation,
+    )
+
+
+def _level_scales(group: h5py.Group, names: list[str], where: str) -> list[Scale]:
+    """One scale per level of a multiscale group; missing resolutions follow the shapes."""
+    base = read_attr(group, "resolution", where)
+    base_res = Vec3.of(check_resolution(where, "resolution", base)) if base is not None else None
+    scales: list[Scale] = []
+    for name in names:
+        ds = group[name]
+        default = base_res
+        if scales:
+            first = scales[0]
+            ratio = [max(1, round(a / b)) for a, b in zip(first.shape, _shape3(ds), strict=True)]
+            default = first.resolution * ratio
+        scale = dataset_scale(ds, f"{where}/{name}", default)
+        if scales and scale.dtype != scales[0].dtype:
+            raise MetadataError(f"{where}/{name}", "dtype", "levels of one volume differ in dtype")
+        scales.append(scale)
+    return scales
+
+
+def _shape3(ds: h5py.Dataset) -> tuple[int, ...]:
+    return tuple(ds.shape) if ds.ndim == 3 else (1, *ds.shape)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value if isinstance(value, str | int | float | bool | None) else repr(value)
+
+
+def json_attrs(obj: h5py.HLObject) -> dict[str, Any]:
+    """The attributes of ``obj`` as JSON-serialisable values (unreadable ones named so)."""
+    out: dict[str, Any] = {}
+    for name in obj.attrs:
+        try:
+            out[name] = _json_safe(obj.attrs[name])
+        except _READ_ERRORS:
+            out[name] = "<unreadable>"
+    return out
+
+
+class HDF5Backend(VolumeBackend):
+    """One volume in an HDF5 file (a dataset or a multiscale group), CREMI files included.
+
+    Writes (``mode="r+"``) go straight into the file through h5py and are
+    flushed, but are not atomic: a process killed mid-write can leave a damaged
+    file. Safe (journaled) write paths are future work.
+    """
+
+    name: ClassVar[str] = "hdf5"
+    supports_writes: ClassVar[bool] = True
+    max_concurrency: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        source: Source,
+        h5: h5py.File,
+        datasets: list[h5py.Dataset],
+        scales: list[Scale],
+        *,
+        writable: bool,
+    ) -> None:
+        self.source = source
+        self.scales = tuple(scales)
+        self.writable = writable
+        self.kind = kind_for(source.inner, scales[0].dtype)
+        self._file: h5py.File | None = h5
+        self._datasets = datasets
+        self._planar = [ds.ndim == 2 for ds in datasets]
+        self._lock = file_lock(source.location)
+        fill = datasets[0].fillvalue
+        self.fill_value = fill.item() if isinstance(fill, np.generic) else fill
+        base = source.inner.rsplit("/", 1)[-1]
+        if base in ("neuron_ids", "clefts") and scales[0].dtype == np.uint64:
+            self.background_label = CREMI_BACKGROUND
+
+    # -- questions about a source ----------------------------------------------------
+    @classmethod
+    def sniff(cls, source: Source) -> bool:
+        """Whether ``source`` is an HDF5 file: forced by ``hdf5://`` or by its signature."""
+        if source.format is not None:
+            return source.format == cls.name
+        if source.is_remote:
+            return False
+        try:
+            return source.path.is_file() and has_hdf5_signature(source.location)
+        except OSError:
+            return False
+
+    @classmethod
+    def open(cls, source: Source, mode: Literal["r", "r+"] = "r") -> HDF5Backend:
+        """Open the dataset or multiscale group that ``source`` names; metadata only.
+
+        Raises
+        ------
+        SourceNotFoundError
+            If the file or the inner path does not exist.
+        AmbiguousSourceError
+            If the source names a file or group holding several volumes.
+        MetadataError
+            If the file is not HDF5, is truncated, or its metadata is malformed.
+        """
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
+        with file_lock(source.location):
+            h5 = open_file(source, mode)
+            try:
+                inner = cls._target(source, h5)
+                where = f"{source.location}#{inner}"
+                obj = h5[inner] if inner else h5
+                if isinstance(obj, h5py.Dataset):
+                    datasets, scales = [obj], [dataset_scale(obj, where)]
+                else:
+                    names = multiscale_levels(obj)
+                    datasets = [obj[n] for n in names]
+                    scales = _level_scales(obj, names, where)
+            except BaseException:
+                h5.close()
+                raise
+        return cls(replace(source, inner=inner), h5, datasets, scales, writable=mode == "r+")
+
+    @classmethod
+    def _target(cls, source: Source, h5: h5py.File) -> str:
+        """The inner path of the one volume ``source`` names."""
+        inner = source.inner.strip("/")
+        obj = resolve(h5, inner, source)
+        if isinstance(obj, h5py.Dataset) or multiscale_levels(obj):
+            return inner
+        candidates = find_volumes(obj)
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            hint = "; it is a point set: use open_points" if has_annotations_group(obj) else ""
+            what = f"group {inner!r}" if inner else "file"
+            raise MetadataError(source.location, inner, f"the {what} holds no 3D volumes{hint}")
+        raise AmbiguousSourceError(str(source), [str(replace(source, inner=c)) for c in candidates])
+
+    @classmethod
+    def contents(cls, source: Source) -> list[Entry]:
+        """Every volume (and CREMI synapse set) in the file or below the inner path."""
+        with file_lock(source.location):
+            h5 = open_file(source)
+            try:
+                return cls._entries(source, h5)
+            finally:
+                h5.close()
+
+    @classmethod
+    def _entries(cls, source: Source, h5: h5py.File) -> list[Entry]:
+        inner = source.inner.strip("/")
+        obj = resolve(h5, inner, source)
+        if isinstance(obj, h5py.Dataset) or multiscale_levels(obj):
+            return [Entry(source, kind_for(inner, _dtype_of(obj)), source.name)]
+        if inner and has_annotations_group(obj):
+            return [Entry(source, "points", "synapses")]
+        paths = find_volumes(obj)
+        if not inner and is_cremi(h5):
+            known = [p for p, _ in CREMI_VOLUMES if p in paths]
+            paths = known + [p for p in paths if p not in known]
+        entries = [
+            Entry(replace(source, inner=p), kind_for(p, _dtype_of(h5[p])), p.rsplit("/", 1)[-1])
+            for p in paths
+        ]
+        if not inner and has_annotations(h5):
+            entries.append(Entry(replace(source, inner="annotations"), "points", "synapses"))
+        return entries
+
+    @classmethod
+    def open_points(cls, source: Source) -> PointSet:
+        """Read CREMI synapse annotations (``/annotations``, or the group ``source`` names).
+
+        Raises
+        ------
+        SourceNotFoundError
+            If the file or annotation group does not exist.
+        MetadataError
+            If the annotations are malformed (naming the dataset and field).
+        """
+        inner = source.inner.strip("/") or "annotations"
+        with file_lock(source.location):
+            h5 = open_file(source)
+            try:
+                group = resolve(h5, inner, source)
+                if not isinstance(group, h5py.Group):
+                    raise MetadataError(f"{source.location}#{inner}", "", "is not a point set")
+                return read_synapses(group, f"{source.location}#{inner}")
+            finally:
+                h5.close()
+
+    # -- an opened volume -------------------------------------------------------------
+    def _selection(self, scale: int, start: Index3, stop: Index3) -> tuple[slice, ...]:
+        sel = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+        return sel[1:] if self._planar[scale] else sel
+
+    def _region(self, start: Index3, stop: Index3) -> str:
+        return ",".join(f"{a}:{b}" for a, b in zip(start, stop, strict=True))
+
+    def read(self, scale: int, start: Index3, stop: Index3) -> np.ndarray:
+        """Read voxels ``[start, stop)`` of one scale.
+
+        Raises
+        ------
+        ChunkError
+            If a chunk in the region is corrupt (bad compressed data, checksum
+            failure) or the file is closed.
+        """
+        shape = tuple(b - a for a, b in zip(start, stop, strict=True))
+        out = np.empty(shape, dtype=self.scales[scale].dtype)
+        dest = out[0] if self._planar[scale] else out
+        sel = self._selection(scale, start, stop)
+        with self._lock:
+            if self._file is None:
+                raise ChunkError(str(self.source), scale, self._region(start, stop), "closed")
+            try:
+                self._datasets[scale].read_direct(dest, source_sel=sel)
+            except _READ_ERRORS as exc:
+                raise ChunkError(
+                    str(self.source), scale, self._region(start, stop), f"HDF5 read failed: {exc}"
+                ) from exc
+        return out
+
+    def write(self, scale: int, start: Index3, data: np.ndarray) -> None:
+        """Write ``data`` at ``start`` in place and flush the file (not atomic).
+
+        Raises
+        ------
+        ReadOnlyError
+            If the volume was opened read-only.
+        ChunkError
+            If HDF5 refuses the write or the file is closed.
+        """
+        if not self.writable:
+            raise ReadOnlyError(f"{self.source} was opened read-only; open it with mode='r+'")
+        block = np.ascontiguousarray(data, dtype=self.scales[scale].dtype)
+        stop = tuple(a + n for a, n in zip(start, block.shape, strict=True))
+        region = self._region(start, stop)  # type: ignore[arg-type]
+        src = block[0] if self._planar[scale] else block
+        with self._lock:
+            if self._file is None:
+                raise ChunkError(str(self.source), scale, region, "closed")
+            try:
+                self._datasets[scale].write_direct(
+                    src,
+                    dest_sel=self._selection(scale, start, stop),  # type: ignore[arg-type]
+                )
+                self._file.flush()
+            except _READ_ERRORS as exc:
+                raise ChunkError(
+                    str(self.source), scale, region, f"HDF5 write failed: {exc}"
+                ) from exc
+
+    def close(self) -> None:
+        """Close the HDF5 file; later reads raise :class:`ChunkError`."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def describe(self) -> dict[str, Any]:
+        """Compression, chunking and file attributes (``file_format`` for CREMI), as JSON."""
+        with self._lock:
+            if self._file is None:
+                return {"hdf5": {"file": self.source.location, "closed": True}}
+            datasets = [
+                {
+                    "path": ds.name,
+                    "chunks": list(ds.chunks) if ds.chunks else None,
+                    "compression": ds.compression,
+                    "compression_opts": _json_safe(ds.compression_opts),
+                    "shuffle": ds.shuffle,
+                    "fletcher32": ds.fletcher32,
+                    "fillvalue": _json_safe(ds.fillvalue),
+                    "attrs": json_attrs(ds),
+                }
+                for ds in self._datasets
+            ]
+            info = {
+                "file": self.source.location,
+                "file_attrs": json_attrs(self._file),
+                "cremi": is_cremi(self._file),
+                "datasets": datasets,
+                "writes": "in place through h5py, flushed; not atomic",
+            }
+        return {"hdf5": info, "background_label": self.background_label}
+
+
+def _dtype_of(obj: h5py.Dataset | h5py.Group) -> np.dtype:
+    """The dtype of a dataset, or of the first level of a multiscale group."""
+    if isinstance(obj, h5py.Dataset):
+        return obj.dtype
+    return obj[multiscale_levels(obj)[0]].dtype
