@@ -29,6 +29,8 @@ __all__ = [
 
 MAX_AXIS = 2**32
 """Largest extent accepted per axis (voxels): far beyond any real dataset, far below absurd."""
+MAX_METADATA_BYTES = 64 * 2**20
+"""Largest metadata document read (bytes); real ones are kilobytes."""
 MAX_CHUNK_BYTES = 2**31
 """Largest single chunk accepted (bytes); one chunk must fit in memory."""
 _DTYPES = {
@@ -48,6 +50,8 @@ def load_json(path: Path, *, required: bool = True) -> dict[str, Any] | None:
         If the file is not a JSON object.
     """
     try:
+        if path.stat().st_size > MAX_METADATA_BYTES:
+            raise MetadataError(str(path), "", f"larger than {MAX_METADATA_BYTES} bytes")
         text = path.read_bytes()
     except FileNotFoundError:
         if required:
@@ -59,6 +63,8 @@ def load_json(path: Path, *, required: bool = True) -> dict[str, Any] | None:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MetadataError(str(path), "", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MetadataError(str(path), "", "JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise MetadataError(str(path), "", f"expected a JSON object, got {type(doc).__name__}")
     return doc

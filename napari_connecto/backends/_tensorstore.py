@@ -33,14 +33,21 @@ def context() -> ts.Context:
     )
 
 
-def open_store(spec: dict[str, Any], *, where: str, write: bool = False) -> ts.TensorStore:
-    """Open a tensorstore spec, turning its errors into typed ones naming ``where``."""
+def open_store(
+    spec: dict[str, Any], *, where: str, write: bool = False, assume_metadata: bool = False
+) -> ts.TensorStore:
+    """Open a tensorstore spec, turning its errors into typed ones naming ``where``.
+
+    ``assume_metadata`` takes the spec's metadata as given instead of reading the
+    stored one (for metadata this project validated but tensorstore cannot parse).
+    """
     import tensorstore as ts
 
+    mode: dict[str, bool] = (
+        {"assume_metadata": True} if assume_metadata else {"open": True, "create": False}
+    )
     try:
-        return ts.open(
-            spec, read=True, write=write, open=True, create=False, context=context()
-        ).result()
+        return ts.open(spec, read=True, write=write, context=context(), **mode).result()
     except ValueError as exc:
         message = str(exc)
         if "NOT_FOUND" in message:

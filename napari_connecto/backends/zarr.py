@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from napari_connecto.backends._meta import check_resolution
+from napari_connecto.backends._meta import check_resolution, load_json, safe_join
 from napari_connecto.backends._tensorstore import open_store, read_region, write_region
 from napari_connecto.backends._zarr_meta import (
     ArrayMeta,
@@ -176,6 +176,8 @@ class ZarrBackend(VolumeBackend):
         if found is None:
             if not path.exists():
                 raise SourceNotFoundError(str(source))
+            if (path / "zarr.json").is_file():
+                load_json(path / "zarr.json")  # raises the precise metadata error
             raise MetadataError(
                 str(path), "", "not a zarr array or group (no .zarray, .zgroup or zarr.json)"
             )
@@ -267,8 +269,6 @@ class ZarrBackend(VolumeBackend):
         names, ome_levels = ome
         levels, scales = [], []
         for lvl in ome_levels:
-            from napari_connecto.backends._meta import safe_join
-
             array_path = safe_join(path, lvl.path, path=str(path), field="datasets.path")
             if node_kind(array_path) is None:
                 raise SourceNotFoundError(str(source), f"multiscale level {lvl.path!r} is missing")

@@ -419,3 +419,11 @@ def test_sniff_never_raises_on_garbage(tmp_path):
         with pytest.raises(UnknownFormatError) as err:
             nc.open_volume(target)
         assert "zarr" in err.value.tried
+
+
+def test_deeply_nested_or_huge_metadata_is_a_metadata_error(tmp_path):
+    path = tmp_path / "deep.zarr"
+    path.mkdir()
+    (path / "zarr.json").write_text("[" * 100_000)
+    with pytest.raises(MetadataError, match="nested too deeply"):
+        nc.open_volume(f"zarr://{path}")

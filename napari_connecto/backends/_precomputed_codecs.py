@@ -1,0 +1,282 @@
+"""A small native reader for unsharded precomputed chunk files that tensorstore cannot read.
+
+CloudVolume writes local chunks gzip-compressed under a ``.gz`` name
+(``x0-x1_y0-y1_z0-z1.gz``); tensorstore looks only for the plain name and would
+read such a volume as all zeros. Scales whose directory holds ``.gz`` files are
+read here instead: raw and compressed_segmentation chunks, gzip detected by its
+magic bytes and decompressed with a cap at the size the chunk can have.
+
+The compressed_segmentation decoder is pure numpy with every offset checked:
+the C decoder of the ``compressed-segmentation`` package crashes the process on
+malformed input, so it is never given bytes from disk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_connecto.errors import ChunkError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from napari_connecto.volume.scale import Index3
+
+__all__ = [
+    "COMPRESSED_SUFFIXES",
+    "NATIVE_ENCODINGS",
+    "ChunkGrid",
+    "decode_compressed_segmentation",
+    "decode_raw",
+    "gunzip",
+    "read_native",
+    "scan_suffixes",
+]
+
+COMPRESSED_SUFFIXES = (".gz", ".br", ".zstd", ".zst", ".bz2", ".xz")
+"""File name suffixes CloudFiles gives compressed chunk files."""
+NATIVE_ENCODINGS = ("raw", "compressed_segmentation")
+"""Encodings :func:`read_native` decodes."""
+_GZIP_MAGIC = b"\x1f\x8b"
+_CSEG_BITS = (0, 1, 2, 4, 8, 16, 32)
+_SCAN_LIMIT = 256
+
+
+def scan_suffixes(directory: Path, limit: int = _SCAN_LIMIT) -> set[str]:
+    """Compression suffixes among the first ``limit`` entries of a scale directory.
+
+    Cheap: :func:`os.scandir` reads directory entries in small batches, so a
+    directory of millions of chunks costs no more than one of a few.
+    """
+    found: set[str] = set()
+    try:
+        with os.scandir(directory) as entries:
+            for entry in itertools.islice(entries, limit):
+                found.update(s for s in COMPRESSED_SUFFIXES if entry.name.endswith(s))
+    except OSError:
+        return set()
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkGrid:
+    """Where and how the chunks of one unsharded scale are stored (all z, y, x)."""
+
+    directory: Path
+    """The scale directory."""
+    shape: Index3
+    """Scale size in voxels."""
+    chunk: Index3
+    """Chunk size in voxels."""
+    offset: Index3
+    """``voxel_offset`` of the scale (chunk names use absolute coordinates)."""
+    dtype: np.dtype
+    """Voxel data type."""
+    num_channels: int
+    """Channels stored in each chunk."""
+    encoding: str
+    """``raw`` or ``compressed_segmentation``."""
+    block: Index3 = (8, 8, 8)
+    """compressed_segmentation block size."""
+
+    def bounds(self, grid: Index3) -> tuple[Index3, Index3]:
+        """Scale-relative ``(start, stop)`` of one chunk, truncated at the edge."""
+        start = tuple(g * c for g, c in zip(grid, self.chunk, strict=True))
+        stop = tuple(min(a + c, n) for a, c, n in zip(start, self.chunk, self.shape, strict=True))
+        return start, stop  # type: ignore[return-value]
+
+    def name(self, grid: Index3) -> str:
+        """File name of one chunk: ``x0-x1_y0-y1_z0-z1`` in absolute voxels."""
+        start, stop = self.bounds(grid)
+        parts = [f"{a + o}-{b + o}" for a, b, o in zip(start, stop, self.offset, strict=True)]
+        return "_".join(reversed(parts))
+
+    def max_bytes(self, shape: Index3) -> int:
+        """Largest decoded size a chunk of ``shape`` can legitimately have."""
+        voxels = math.prod(shape) * self.num_channels
+        raw = voxels * self.dtype.itemsize
+        if self.encoding == "raw":
+            return raw
+        blocks = math.prod(-(-s // b) for s, b in zip(shape, self.block, strict=True))
+        padded = blocks * math.prod(self.block) * self.num_channels
+        return 4 * self.num_channels + self.num_channels * blocks * 8 + padded * 4 + raw
+
+
+def gunzip(data: bytes, cap: int) -> bytes:
+    """Decompress one gzip stream, refusing output larger than ``cap`` bytes.
+
+    Raises
+    ------
+    ValueError
+        If the stream is corrupt, truncated or decompresses to more than ``cap``.
+    """
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error as exc:
+        raise ValueError(f"corrupt gzip data ({exc})") from None
+    if len(out) > cap:
+        raise ValueError(f"gzip data decompresses to more than {cap} bytes")
+    if not inflater.eof:
+        raise ValueError("truncated gzip data")
+    return out
+
+
+def decode_raw(data: bytes, shape: Index3, dtype: np.dtype, channels: int) -> np.ndarray:
+    """Decode a raw chunk (``[x, y, z, c]`` Fortran order) into ``(c, z, y, x)``."""
+    expected = math.prod(shape) * channels * dtype.itemsize
+    if len(data) != expected:
+        raise ValueError(f"raw chunk has {len(data)} bytes, expected {expected}")
+    flat = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
+    return flat.reshape((channels, *shape)).astype(dtype)
+
+
+def decode_compressed_segmentation(
+    data: bytes, shape: Index3, dtype: np.dtype, channels: int, block: Index3
+) -> np.ndarray:
+    """Decode a compressed_segmentation chunk into ``(c, z, y, x)``, checking every offset.
+
+    Parameters
+    ----------
+    data : bytes
+        The chunk file contents (already decompressed if gzip'd).
+    shape : tuple of int
+        Chunk shape, z, y, x (truncated at the volume edge).
+    dtype : numpy.dtype
+        ``uint32`` or ``uint64``.
+    channels : int
+        Number of channels in the chunk.
+    block : tuple of int
+        Encoding block size, z, y, x.
+
+    Raises
+    ------
+    ValueError
+        If the data is malformed in any way.
+    """
+    if dtype not in (np.dtype(np.uint32), np.dtype(np.uint64)):
+        raise ValueError(f"compressed_segmentation needs uint32 or uint64, not {dtype}")
+    if len(data) % 4:
+        raise ValueError(f"length {len(data)} is not a multiple of 4 bytes")
+    words = np.frombuffer(data, dtype="<u4")
+    if len(words) < channels:
+        raise ValueError("shorter than its channel header")
+    out = np.empty((channels, *shape), dtype=dtype)
+    for c in range(channels):
+        out[c] = _decode_channel(words, int(words[c]), shape, dtype, block)
+    return out
+
+
+def _decode_channel(
+    words: np.ndarray, base: int, shape: Index3, dtype: np.dtype, block: Index3
+) -> np.ndarray:
+    """Decode one channel whose data starts at word ``base``."""
+    grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
+    nblocks, per_block = math.prod(grid), math.prod(block)
+    if base + 2 * nblocks > len(words):
+        raise ValueError("block headers run past the end of the data")
+    headers = words[base : base + 2 * nblocks].astype(np.int64)
+    table = base + (headers[0::2] & 0xFFFFFF)
+    bits = headers[0::2] >> 24
+    values_at = base + headers[1::2]
+    if not np.isin(bits, _CSEG_BITS).all():
+        raise ValueError(f"invalid encoded bits {sorted(set(bits.tolist()) - set(_CSEG_BITS))}")
+    wpv = dtype.itemsize // 4
+    flat = np.empty((nblocks, per_block), dtype=dtype)
+    for k in np.unique(bits).tolist():
+        sel = np.flatnonzero(bits == k)
+        index = _block_indices(words, values_at[sel], int(k), per_block)
+        ends = table[sel] + (index.max(axis=1) + 1) * wpv
+        if (ends > len(words)).any():
+            raise ValueError("lookup table runs past the end of the data")
+        at = table[sel][:, None] + index * wpv
+        values = words[at].astype(dtype)
+        if wpv == 2:
+            values |= words[at + 1].astype(dtype) << np.uint64(32)
+        flat[sel] = values
+    gz, gy, gx = grid
+    bz, by, bx = block
+    padded = flat.reshape(gz, gy, gx, bz, by, bx).transpose(0, 3, 1, 4, 2, 5)
+    padded = padded.reshape(gz * bz, gy * by, gx * bx)
+    return padded[: shape[0], : shape[1], : shape[2]]
+
+
+def _block_indices(words: np.ndarray, starts: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """Lookup-table indices of every voxel in the blocks encoded with ``bits`` bits."""
+    if bits == 0:
+        return np.zeros((len(starts), n), dtype=np.int64)
+    nwords = -(-bits * n // 32)
+    if (starts + nwords > len(words)).any():
+        raise ValueError("encoded values run past the end of the data")
+    packed = words[starts[:, None] + np.arange(nwords)].astype(np.int64)
+    position = np.arange(n, dtype=np.int64) * bits
+    return (packed[:, position >> 5] >> (position & 31)) & ((1 << bits) - 1)
+
+
+def _read_file(path: Path, limit: int) -> tuple[bytes, bool] | None:
+    """Bytes of a chunk file (plain name first, then ``.gz``), at most ``limit`` + 1."""
+    for candidate, gz in ((path, False), (path.with_name(path.name + ".gz"), True)):
+        try:
+            with open(candidate, "rb") as handle:
+                return handle.read(limit + 1), gz
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _decode_file(grid: ChunkGrid, data: bytes, gz: bool, shape: Index3) -> np.ndarray:
+    """Decompress (if gzip) and decode one chunk file into ``(c, z, y, x)``."""
+    cap = grid.max_bytes(shape)
+    raw_size = math.prod(shape) * grid.num_channels * grid.dtype.itemsize
+    sniffed = data[:2] == _GZIP_MAGIC and (grid.encoding != "raw" or len(data) != raw_size)
+    if gz or sniffed:
+        data = gunzip(data, cap)
+    elif len(data) > cap:
+        raise ValueError(f"chunk file is larger than the {cap} bytes it can hold")
+    if grid.encoding == "raw":
+        return decode_raw(data, shape, grid.dtype, grid.num_channels)
+    return decode_compressed_segmentation(data, shape, grid.dtype, grid.num_channels, grid.block)
+
+
+def read_native(
+    grid: ChunkGrid, start: Index3, stop: Index3, channel: int, *, where: str, scale: int
+) -> np.ndarray:
+    """Read voxels ``[start, stop)`` (scale-relative, z, y, x) of one channel.
+
+    A chunk with no file reads as zeros (the precomputed convention).
+
+    Raises
+    ------
+    ChunkError
+        Naming the chunk file, if one is unreadable, truncated, corrupt or too large.
+    """
+    out = np.zeros(tuple(b - a for a, b in zip(start, stop, strict=True)), dtype=grid.dtype)
+    ranges = [range(a // c, -(-b // c)) for a, b, c in zip(start, stop, grid.chunk, strict=True)]
+    for index in itertools.product(*ranges):
+        lo, hi = grid.bounds(index)  # type: ignore[arg-type]
+        name = grid.name(index)  # type: ignore[arg-type]
+        shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
+        try:
+            found = _read_file(grid.directory / name, 2 * grid.max_bytes(shape) + 4096)  # type: ignore[arg-type]
+            if found is None:
+                continue
+            chunk = _decode_file(grid, found[0], found[1], shape)[channel]  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:
+            raise ChunkError(where, scale, name, str(exc)) from None
+        src = tuple(
+            slice(max(a, s) - a, min(b, e) - a)
+            for a, b, s, e in zip(lo, hi, start, stop, strict=True)
+        )
+        dst = tuple(
+            slice(max(a, s) - s, min(b, e) - s)
+            for a, b, s, e in zip(lo, hi, start, stop, strict=True)
+        )
+        out[dst] = chunk[src]
+    return out
