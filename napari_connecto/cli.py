@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from napari_connecto.sample import ensure_sample
 
             paths = ensure_sample()
-            return _view([paths.ome_zarr, paths.cremi_synapses], args.at, args.screenshot)
+            at = args.at
+            if at is None:  # open on the first synapse, as a proofreader would
+                at = tuple(open_points(paths.cremi_synapses).positions_nm[0])
+            return _view([paths.ome_zarr, paths.cremi_synapses], at, args.screenshot)
         return _view(args.sources, args.at, args.screenshot)
     except ConnectoError as exc:
         sys.stderr.write(f"napari-connecto: {exc}\n")
@@ -122,10 +125,13 @@ def _human_bytes(n: float) -> str:
 def _view(sources: Sequence[Any], at: Any, screenshot: str | None) -> int:
     import napari
 
-    from napari_connecto.viewer.launch import view
+    from napari_connecto.viewer.launch import go_to, view
 
     viewer = view(*sources, at=at)
     if screenshot:
+        viewer.window.resize(1400, 900)
+        if at is not None:
+            go_to(viewer, at)  # again, for the resized canvas
         _save_screenshot(viewer, screenshot)
         viewer.close()
         return 0

@@ -17,6 +17,10 @@ __all__ = ["LayerData", "layer_data_for_source", "points_layer_data", "volume_la
 
 LayerData = tuple[Any, dict[str, Any], str]
 
+LABELS_OPACITY = 0.4
+"""Segmentation over EM: see both (Neuroglancer's default too)."""
+POINT_SIZE_NM = 90.0
+"""Synapse marker diameter; with out-of-slice display it spans about three EM sections."""
 PRE_COLOR = "#ff3b30"
 POST_COLOR = "#00c7ff"
 OTHER_COLOR = "#ffd60a"
@@ -65,6 +69,7 @@ def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
     data: Any = levels if len(levels) > 1 else levels[0]
     if volume.kind == "segmentation":
         meta["metadata"]["connecto_background_label"] = int(volume.backend.background_label)
+        meta["opacity"] = LABELS_OPACITY
         return data, meta, "labels"
     meta["contrast_limits"] = default_contrast_limits(volume)
     meta["colormap"] = "gray"
@@ -75,20 +80,21 @@ def points_layer_data(points: PointSet) -> LayerData:
     """A points ``LayerData`` tuple: synapse sites coloured pre/post, with their features."""
     features = points.features
     colors: Any = OTHER_COLOR
+    sizes: Any = POINT_SIZE_NM
     if "type" in features.columns and len(features):
-        kinds = features["type"].astype(str).to_numpy()
-        colors = np.where(
-            np.char.find(kinds.astype(str), "pre") >= 0,
-            PRE_COLOR,
-            np.where(np.char.find(kinds.astype(str), "post") >= 0, POST_COLOR, OTHER_COLOR),
-        ).tolist()
+        kinds = features["type"].astype(str).to_numpy().astype(str)
+        is_pre = np.char.find(kinds, "pre") >= 0
+        is_post = np.char.find(kinds, "post") >= 0
+        colors = np.where(is_pre, PRE_COLOR, np.where(is_post, POST_COLOR, OTHER_COLOR)).tolist()
+        # Post sites drawn smaller, so a pre site under its partners stays visible.
+        sizes = np.where(is_post, POINT_SIZE_NM * 0.6, POINT_SIZE_NM)
     meta: dict[str, Any] = {
         "name": points.name,
         "features": features,
         "face_color": colors,
         "border_color": "white",
-        "border_width": 0.1,
-        "size": 40.0,
+        "border_width": 0.15,
+        "size": sizes,
         "units": ("nm", "nm", "nm"),
         "axis_labels": ("z", "y", "x"),
         "out_of_slice_display": True,

@@ -165,7 +165,7 @@ class ZarrBackend(VolumeBackend):
             return [Entry(source, _guess_kind(source.name, meta.dtype), source.name)]
         attrs = read_attributes(path, found[1])
         if read_ome(path, attrs) is not None:
-            entries = [Entry(source, cls._ome_kind(source, attrs), source.name)]
+            entries = [Entry(source, cls._ome_kind(source, attrs), _ome_name(source, attrs))]
             return entries + cls._ome_labels(source, path)
         return cls._walk(source, path, depth=0)
 
@@ -318,6 +318,17 @@ class ZarrBackend(VolumeBackend):
                 list(lv.meta.shard_shape) if lv.meta.shard_shape else None for lv in self._levels
             ],
         }
+
+
+def _ome_name(source: Source, attrs: dict[str, Any]) -> str:
+    """The multiscale's own ``name`` if it has a meaningful one, else the directory name."""
+    try:
+        name = attrs.get("ome", attrs)["multiscales"][0].get("name")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        name = None
+    if isinstance(name, str) and name.strip() and name not in ("image", "/"):
+        return name.strip()
+    return source.name
 
 
 def _omero_window(attrs: dict[str, Any]) -> tuple[float, float] | None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_sources", "go_to", "view"]
 
-DEFAULT_FIELD_OF_VIEW_VOXELS = 768
+DEFAULT_FIELD_OF_VIEW_VOXELS = 512
 """How many finest-scale voxels span the canvas after a jump."""
 
 
@@ -45,8 +45,11 @@ def go_to(viewer: napari.Viewer, at: Sequence[float], *, zoom: float | None = No
         viewer.dims.set_point(viewer.dims.ndim - 3, z)
     viewer.camera.center = (z, y, x) if viewer.dims.ndisplay == 3 else (y, x)
     if zoom is None:
+        from napari.layers import Image, Labels
+
         resolution = min(
-            (float(layer.scale[-1]) for layer in viewer.layers if layer.ndim >= 2), default=1.0
+            (float(lay.scale[-1]) for lay in viewer.layers if isinstance(lay, Image | Labels)),
+            default=1.0,
         )
         width = _canvas_width(viewer)
         zoom = width / (DEFAULT_FIELD_OF_VIEW_VOXELS * resolution)
@@ -54,10 +57,8 @@ def go_to(viewer: napari.Viewer, at: Sequence[float], *, zoom: float | None = No
 
 
 def _canvas_width(viewer: napari.Viewer) -> float:
-    size = getattr(viewer, "_canvas_size", None)
-    if size and size[1] > 0:
-        return float(size[1])
-    return 800.0
+    height, width = viewer.canvas.size
+    return float(width) if width > 0 else 800.0
 
 
 def view(
