@@ -118,9 +118,12 @@ def bench_open(sources: dict[str, str]) -> None:
 
 
 # -- throughput ---------------------------------------------------------------------------
+Reader = Callable[[], np.ndarray]
+
+
 def make_data(
     root: Path, size_mib: int
-) -> tuple[np.ndarray, dict[str, tuple[str, Callable[[], np.ndarray]]]]:
+) -> tuple[np.ndarray, dict[str, tuple[str, tuple[Reader, Reader]]]]:
     """Write one volume per backend; return truth and backend -> (source, raw-library reader)."""
     side = round((size_mib * 2**20 / 8) ** (1 / 3) / 64) * 64 or 64
     shape = (side, side, side)

@@ -57,7 +57,7 @@ def go_to(viewer: napari.Viewer, at: Sequence[float], *, zoom: float | None = No
 
 
 def _canvas_width(viewer: napari.Viewer) -> float:
-    height, width = viewer.canvas.size
+    width = viewer.canvas.size[1]
     return float(width) if width > 0 else 800.0
 
 

@@ -93,7 +93,7 @@ def _level0(group: Path) -> Path:
 
 def _truncator(array_dir: Path, chunk_shape, shape):
     def corrupt():
-        first = [p for p in _chunk_files(array_dir)][0]
+        first = _chunk_files(array_dir)[0]
         first.write_bytes(first.read_bytes()[: max(1, first.stat().st_size // 3)])
         rel = first.relative_to(array_dir).as_posix().replace(".", "/").split("/")
         idx = [int(v) for v in rel if v.isdigit()][-3:]
