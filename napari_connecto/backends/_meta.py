@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from napari_connecto.errors import (
 
 __all__ = [
     "MAX_AXIS",
+    "guess_kind",
     "MAX_CHUNK_BYTES",
     "check_dtype",
     "check_positive_ints",
@@ -37,6 +39,27 @@ _DTYPES = {
     "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32",
     "uint64", "int64", "float32", "float64",
 }  # fmt: skip
+
+
+_SEGMENTATION_NAME = re.compile(
+    r"label|seg|neuron|cleft|(?:^|[_\-./])ids?(?:$|[_\-./])", re.IGNORECASE
+)
+
+
+def guess_kind(names: str | Sequence[str], dtype: np.dtype) -> Literal["image", "segmentation"]:
+    """Whether a volume without explicit metadata is an image or a segmentation.
+
+    Float and bool data are images; 32/64-bit integers are segment ids; other
+    integers are ids only when a name (dataset, group) says so (``labels``,
+    ``seg``, ``neuron_ids``, ``clefts``, ``ids``).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "ui":
+        return "image"
+    if dtype.itemsize >= 4:
+        return "segmentation"
+    names = [names] if isinstance(names, str) else list(names)
+    return "segmentation" if any(_SEGMENTATION_NAME.search(n) for n in names) else "image"
 
 
 def load_json(path: Path, *, required: bool = True) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from napari_connecto.backends._meta import (
     check_dtype,
     check_positive_ints,
     check_resolution,
+    guess_kind,
 )
 from napari_connecto.backends.base import Entry, PointSet, VolumeBackend
 from napari_connecto.backends.cremi import (
@@ -81,8 +82,6 @@ MAX_WALK_OBJECTS = 10_000
 """Largest number of objects inspected when listing a file's volumes."""
 MAX_WALK_DEPTH = 8
 """Deepest group nesting inspected when listing a file's volumes."""
-_LABEL_WORDS = ("label", "seg", "neuron_ids", "clefts", "ids")
-_LABEL_DTYPES = frozenset({np.dtype("uint32"), np.dtype("uint64"), np.dtype("int64")})
 _LEVEL_NAME = re.compile(r"^(s?)(\d+)$")
 _READ_ERRORS = (OSError, ValueError, RuntimeError, TypeError, KeyError)
 
@@ -190,13 +189,7 @@ def read_attr(obj: h5py.HLObject, name: str, where: str) -> Any:
 
 def kind_for(path: str, dtype: np.dtype) -> Kind:
     """``"segmentation"`` for integer label dtypes or label-like names, else ``"image"``."""
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "ui":
-        return "image"
-    if dtype.newbyteorder("=") in _LABEL_DTYPES:
-        return "segmentation"
-    lowered = path.lower()
-    return "segmentation" if any(w in lowered for w in _LABEL_WORDS) else "image"
+    return guess_kind(path.split("/"), dtype)
 
 
 def multiscale_levels(group: h5py.Group) -> list[str]:

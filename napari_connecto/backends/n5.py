@@ -24,6 +24,7 @@ from napari_connecto.backends._meta import (
     check_dtype,
     check_positive_ints,
     check_resolution,
+    guess_kind,
     load_json,
     safe_join,
 )
@@ -62,8 +63,6 @@ _NM_PER_UNIT = {
     "micrometer": 1e3, "micrometers": 1e3, "micron": 1e3, "microns": 1e3, "mm": 1e6,
     "millimeter": 1e6, "m": 1e9, "angstrom": 0.1, "Å": 0.1, "pm": 1e-3,
 }  # fmt: skip
-_SEG_NAME = re.compile(r"label|seg|neuron|(?:^|[_\-.])ids?(?:$|[_\-.])", re.IGNORECASE)
-_SEG_DTYPES = frozenset({"uint32", "int32", "uint64", "int64"})
 _Doc = tuple[dict[str, Any], str]
 _XYZ = tuple[float, float, float]
 
@@ -182,13 +181,9 @@ def _n5_version(path: Path) -> str | None:
 
 
 def _kind(path: Path, dtype: np.dtype) -> Kind:
-    """Segmentation for integer ids or label-like names, image otherwise."""
-    if dtype.kind == "f":
-        return "image"
+    """Segmentation for integer ids or label-like names (of a pyramid's group too)."""
     names = [path.name, path.parent.name] if re.fullmatch(r"s\d+", path.name) else [path.name]
-    if any(_SEG_NAME.search(n) for n in names) or dtype.name in _SEG_DTYPES:
-        return "segmentation"
-    return "image"
+    return guess_kind(names, dtype)
 
 
 def _xyz_triple(values: tuple[float, ...], fill: float = 1.0) -> tuple[float, float, float]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from napari_connecto.backends._meta import check_resolution, load_json, safe_join
+from napari_connecto.backends._meta import check_resolution, guess_kind, load_json, safe_join
 from napari_connecto.backends._tensorstore import open_store, read_region, write_region
 from napari_connecto.backends._zarr_meta import (
     ArrayMeta,
@@ -41,22 +41,12 @@ __all__ = ["ZarrBackend"]
 
 logger = logging.getLogger(__name__)
 
-_SEG_WORDS = ("label", "seg", "neuron", "ids", "cleft")
 _MAX_WALK_DEPTH = 3
 
 
 def _node_path(source: Source) -> Path:
     path = Path(source.location)
     return path / source.inner if source.inner else path
-
-
-def _guess_kind(name: str, dtype: np.dtype) -> Kind:
-    lowered = name.lower()
-    if any(word in lowered for word in _SEG_WORDS):
-        return "segmentation"
-    if dtype.kind in "iu" and dtype.itemsize >= 4:
-        return "segmentation"
-    return "image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +152,7 @@ class ZarrBackend(VolumeBackend):
         found = cls._node(source)
         if found[0] == "array":
             meta = read_array_meta(path)
-            return [Entry(source, _guess_kind(source.name, meta.dtype), source.name)]
+            return [Entry(source, guess_kind(source.name, meta.dtype), source.name)]
         attrs = read_attributes(path, found[1])
         if read_ome(path, attrs) is not None:
             entries = [Entry(source, cls._ome_kind(source, attrs), _ome_name(source, attrs))]
@@ -217,7 +207,7 @@ class ZarrBackend(VolumeBackend):
             if found[0] == "array":
                 meta = read_array_meta(child)
                 if len(meta.shape) >= 2:
-                    entries.append(Entry(sub, _guess_kind(child.name, meta.dtype), child.name))
+                    entries.append(Entry(sub, guess_kind(child.name, meta.dtype), child.name))
             elif read_ome(child, read_attributes(child, found[1])) is not None:
                 entries.extend(cls.contents(sub))
             else:
@@ -260,7 +250,7 @@ class ZarrBackend(VolumeBackend):
             )
         level = _open_level(meta, None, mode)
         scale = _scale_of(level, res, shift, "")
-        return cls(source, [level], [scale], _guess_kind(source.name, meta.dtype), mode)
+        return cls(source, [level], [scale], guess_kind(source.name, meta.dtype), mode)
 
     @classmethod
     def _open_ome(

@@ -293,7 +293,7 @@ def test_kind_heuristics_and_two_datasets_are_ambiguous(tmp_path: Path) -> None:
         "raw": "image",
         "ids": "segmentation",
         "prob": "image",
-        "clefts": "image",  # only the last name counts; "labels" is a parent group
+        "clefts": "segmentation",  # clefts are labels (CREMI), whatever their dtype
     }
     with pytest.raises(AmbiguousSourceError) as err:
         nc.open_volume(root)
