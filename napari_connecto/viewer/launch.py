@@ -43,7 +43,7 @@ def go_to(viewer: napari.Viewer, at: Sequence[float], *, zoom: float | None = No
     z, y, x = (float(v) for v in at)
     if viewer.dims.ndim >= 3:
         viewer.dims.set_point(viewer.dims.ndim - 3, z)
-    viewer.camera.center = (z, y, x) if viewer.dims.ndisplay == 3 else (y, x)
+    viewer.scene.camera.center = (z, y, x) if viewer.dims.ndisplay == 3 else (y, x)
     if zoom is None:
         from napari.layers import Image, Labels
 
@@ -53,7 +53,7 @@ def go_to(viewer: napari.Viewer, at: Sequence[float], *, zoom: float | None = No
         )
         width = _canvas_width(viewer)
         zoom = width / (DEFAULT_FIELD_OF_VIEW_VOXELS * resolution)
-    viewer.camera.zoom = zoom
+    viewer.scene.camera.zoom = zoom
 
 
 def _canvas_width(viewer: napari.Viewer) -> float:

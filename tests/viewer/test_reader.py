@@ -69,4 +69,4 @@ def test_view_centres_on_nm_position(make_napari_viewer, ome_dataset):
     viewer = make_napari_viewer()
     nc.view(path, at=(480.0, 300.0, 200.0), viewer=viewer)
     assert viewer.dims.point[0] == pytest.approx(480.0)
-    assert viewer.camera.center[-2:] == pytest.approx((300.0, 200.0))
+    assert viewer.scene.camera.center[-2:] == pytest.approx((300.0, 200.0))
