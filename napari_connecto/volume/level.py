@@ -52,12 +52,27 @@ def normalize_index(
     return ranges, kept
 
 
+_Range = tuple[int, int, int]
+
+
+def _compose(outer: _Range, inner: _Range) -> _Range:
+    """Range ``inner`` (in the coordinates of view ``outer``) in base coordinates."""
+    o_start, _, o_step = outer
+    i_start, i_stop, i_step = inner
+    count = len(range(i_start, i_stop, i_step))
+    start = o_start + i_start * o_step
+    step = o_step * i_step
+    return start, start + max(count - 1, 0) * step + (1 if count else 0), step
+
+
 class LevelArray:
     """A lazy, read-only view of one scale of a :class:`~napari_connecto.volume.Volume`.
 
-    ``np.asarray(level[z, y0:y1, x0:x1])`` reads exactly the voxels asked for; no
-    data is read before indexing. ``chunks`` tells napari the storage chunking so
-    it can snap its view to chunk boundaries.
+    Indexing with slices only returns another lazy view (napari first cuts the
+    displayed window out of the whole level, then picks a plane); indexing that
+    drops an axis (an integer), or ``np.asarray``, reads exactly the voxels
+    asked for. ``chunks`` tells napari the storage chunking so it can snap its
+    view to chunk boundaries.
 
     Parameters
     ----------
@@ -65,13 +80,18 @@ class LevelArray:
         The volume to read from.
     scale : int
         Index of the level (0 = finest).
+    region : tuple of (start, stop, step), optional
+        The part of the level this view shows, per z, y, x axis; default all of it.
     """
 
-    def __init__(self, volume: Volume, scale: int) -> None:
+    def __init__(
+        self, volume: Volume, scale: int, region: tuple[_Range, _Range, _Range] | None = None
+    ) -> None:
         self._volume = volume
         self._scale = scale
         info = volume.scales[scale]
-        self.shape: tuple[int, int, int] = info.shape
+        self._region: tuple[_Range, ...] = region or tuple((0, n, 1) for n in info.shape)
+        self.shape: tuple[int, ...] = tuple(len(range(*r)) for r in self._region)
         self.dtype: np.dtype = volume.dtype
         self.chunks: tuple[int, int, int] = info.chunk_shape
 
@@ -97,22 +117,29 @@ class LevelArray:
 
     @property
     def nbytes(self) -> int:
-        """Declared size in bytes."""
+        """Size in bytes once read."""
         return self.size * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key: _Key) -> np.ndarray:
+    def __getitem__(self, key: _Key) -> np.ndarray | LevelArray:
         ranges, kept = normalize_index(key, self.shape)
         if any(step < 0 for _, _, step in ranges):
             raise IndexError("negative slice steps are not supported")
-        start = tuple(lo for lo, _, _ in ranges)
-        stop = tuple(max(lo, hi) for lo, hi, _ in ranges)
-        block = self._volume.read_voxels(self._scale, start, stop)  # type: ignore[arg-type]
-        if any(step != 1 for _, _, step in ranges):
-            block = block[tuple(slice(None, None, step) for _, _, step in ranges)]
+        region = tuple(_compose(o, i) for o, i in zip(self._region, ranges, strict=True))
+        if all(kept):
+            return LevelArray(self._volume, self._scale, region)  # type: ignore[arg-type]
+        block = self._read(region)
         return block.reshape([n for n, k in zip(block.shape, kept, strict=True) if k])
+
+    def _read(self, region: tuple[_Range, ...]) -> np.ndarray:
+        start = tuple(lo for lo, _, _ in region)
+        stop = tuple(max(lo, hi) for lo, hi, _ in region)
+        block = self._volume.read_voxels(self._scale, start, stop)
+        if any(step != 1 for _, _, step in region):
+            block = block[tuple(slice(None, None, step) for _, _, step in region)]
+        return block
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if self.nbytes > self._volume.max_read_bytes:
@@ -120,8 +147,12 @@ class LevelArray:
                 f"refusing to load all of {self.shape} {self.dtype} ({self.nbytes} bytes) "
                 "into memory; index a region instead"
             )
-        out = self[...]
+        out = self._read(self._region)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
-        return f"<LevelArray {self._volume.name!r} scale {self._scale} {self.shape} {self.dtype}>"
+        where = ", ".join(f"{a}:{b}:{c}" for a, b, c in self._region)
+        return (
+            f"<LevelArray {self._volume.name!r} scale {self._scale} [{where}] "
+            f"{self.shape} {self.dtype}>"
+        )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.writer import write_multiscale
 
 import napari_connecto as nc
 from napari_connecto._reader import get_reader
 from napari_connecto.volume import LevelArray
+from tests.viewer.conftest import AXES
 
 pytestmark = pytest.mark.gui
 
@@ -70,3 +74,44 @@ def test_view_centres_on_nm_position(make_napari_viewer, ome_dataset):
     nc.view(path, at=(480.0, 300.0, 200.0), viewer=viewer)
     assert viewer.dims.point[0] == pytest.approx(480.0)
     assert viewer.scene.camera.center[-2:] == pytest.approx((300.0, 200.0))
+
+
+def test_viewer_reads_only_the_displayed_plane(make_napari_viewer, tmp_path):
+    """napari cuts the window out of the whole level first: that must not read every section."""
+    from napari_connecto.layers import volume_layer_data
+
+    data = np.arange(64 * 256 * 256, dtype=np.uint32).reshape(64, 256, 256) % 251
+    root = zarr.group(store=parse_url(str(tmp_path / "deep.zarr"), mode="w").store)
+    write_multiscale(
+        [data, data[:, ::2, ::2], data[:, ::4, ::4]],
+        root,
+        axes=AXES,
+        coordinate_transformations=[
+            [{"type": "scale", "scale": [40.0, 4.0 * f, 4.0 * f]}] for f in (1, 2, 4)
+        ],
+    )
+    vol = nc.open_volume(tmp_path / "deep.zarr")
+    reads = []
+    original = vol.backend.read
+
+    def counting_read(scale, start, stop):
+        reads.append((scale, start, stop))
+        return original(scale, start, stop)
+
+    vol.backend.read = counting_read
+    viewer = make_napari_viewer()
+    levels, meta, _ = volume_layer_data(vol)
+    meta.pop("units", None)
+    layer = viewer.add_image(levels, **meta)
+    reads.clear()
+    viewer.dims.set_point(0, 40.0 * 37)
+    assert reads, "moving to a section read nothing"
+    assert all(stop[0] - start[0] == 1 for _, start, stop in reads), reads
+    # Section 37 is read at the level napari displays (and at the thumbnail's level).
+    assert {start[0] for _, start, _ in reads} == {37}
+    assert layer.data_level in {scale for scale, _, _ in reads}
+    # 3D display uses the coarsest level, read whole through the same lazy views.
+    reads.clear()
+    viewer.dims.ndisplay = 3
+    assert {scale for scale, _, _ in reads} == {len(levels) - 1}
+    assert any(stop[0] - start[0] == data.shape[0] for _, start, stop in reads)
