@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from napari_connecto.backends.registry import sniff_backend
@@ -15,14 +16,21 @@ __all__ = ["get_reader"]
 logger = logging.getLogger(__name__)
 
 ReaderFunction = Callable[[Any], list[tuple[Any, dict[str, Any], str]]]
+PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
-def get_reader(path: str | list[str]) -> ReaderFunction | None:
+def _as_list(path: PathOrPaths) -> list[str]:
+    if isinstance(path, str | os.PathLike):
+        return [os.fspath(path)]
+    return [os.fspath(p) for p in path]
+
+
+def get_reader(path: PathOrPaths) -> ReaderFunction | None:
     """Return a reader if every path is a source napari-connecto can open, else ``None``.
 
     Never raises and never reads chunk data; a bad path is answered with ``None``.
     """
-    paths = [path] if isinstance(path, str) else list(path)
+    paths = _as_list(path)
     if not paths:
         return None
     for p in paths:
@@ -35,11 +43,11 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
     return read_sources
 
 
-def read_sources(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
+def read_sources(path: PathOrPaths) -> list[tuple[Any, dict[str, Any], str]]:
     """Read every layer of each path (images, segmentations, point sets)."""
     from napari_connecto.viewer.layers import napari_layer_data
 
-    paths = [path] if isinstance(path, str) else list(path)
+    paths = _as_list(path)
     layers = []
     for p in paths:
         layers.extend(napari_layer_data(p))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_connecto.errors import ConnectoError
 from napari_connecto.opening import list_contents, open_points, open_volume
 
 if TYPE_CHECKING:
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 __all__ = ["LayerData", "layer_data_for_source", "points_layer_data", "volume_layer_data"]
 
 LayerData = tuple[Any, dict[str, Any], str]
+
+logger = logging.getLogger(__name__)
 
 LABELS_OPACITY = 0.4
 """Segmentation over EM: see both (Neuroglancer's default too)."""
@@ -108,9 +112,16 @@ def layer_data_for_source(source: SourceLike) -> list[LayerData]:
     order = {"image": 0, "segmentation": 1, "points": 2}
     entries = sorted(list_contents(source), key=lambda e: order[e.kind])
     layers: list[LayerData] = []
+    failures: list[ConnectoError] = []
     for entry in entries:
-        if entry.kind == "points":
-            layers.append(points_layer_data(open_points(entry.source)))
-        else:
-            layers.append(volume_layer_data(open_volume(entry.source), name=entry.name))
+        try:
+            if entry.kind == "points":
+                layers.append(points_layer_data(open_points(entry.source)))
+            else:
+                layers.append(volume_layer_data(open_volume(entry.source), name=entry.name))
+        except ConnectoError as exc:  # one bad entry must not sink the others
+            logger.warning("skipping %s: %s", entry.source, exc)
+            failures.append(exc)
+    if failures and not layers:
+        raise failures[0]
     return layers

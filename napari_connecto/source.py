@@ -117,8 +117,11 @@ def parse_source(source: SourceLike) -> Source:
 
 
 def _parse_local(text: str, fmt: str | None) -> Source:
+    whole = _absolute(text)
+    if whole.exists():  # a path that itself contains '#'
+        return Source(location=str(whole), format=fmt)
     location, _, inner = text.partition("#")
-    path = Path(location).expanduser().absolute()
+    path = _absolute(location)
     if path.exists():
         return Source(location=str(path), inner=inner.strip("/"), format=fmt)
     # ``file.h5/group/dataset``: the longest existing prefix must be a container file.
@@ -130,3 +133,8 @@ def _parse_local(text: str, fmt: str | None) -> Source:
         if parent.exists():
             break
     raise SourceNotFoundError(text)
+
+
+def _absolute(text: str) -> Path:
+    """Absolute, normalised path (``..`` folded: tensorstore refuses it), links kept."""
+    return Path(os.path.normpath(Path(text).expanduser().absolute()))

@@ -68,5 +68,10 @@ def test_view_command_opens_a_window_and_saves_a_screenshot(seg_zarr, tmp_path):
     assert result.returncode == 0, result.stderr
     from PIL import Image
 
-    image = np.asarray(Image.open(shot))
-    assert image.shape[0] > 200 and image.shape[1] > 200
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    # A uint64 segmentation of one id fills the canvas with one label colour.
+    colours, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
+    label_colour = colours[np.argmax(counts * (np.ptp(colours, axis=1) > 20))]
+    assert np.ptp(label_colour) > 20, "no coloured label on screen"
+    # 768 x 512 nm of data in a 512-voxel (4096 nm) field of view: a block of ~2% of the window.
+    assert (np.abs(image - label_colour).sum(axis=-1) < 10).mean() > 0.01

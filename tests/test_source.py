@@ -43,3 +43,10 @@ def test_child_and_display(tmp_path):
     h5.write_bytes(b"x")
     assert str(parse_source(h5).child("volumes/raw")) == f"{h5}#volumes/raw"
     assert parse_source(h5).child("volumes/raw").name == "raw"
+
+
+def test_dot_dot_is_folded_and_hash_in_directory_names_works(tmp_path):
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "run#3").mkdir()
+    assert parse_source(f"{tmp_path}/rel/../rel").location == f"{tmp_path}/rel"
+    assert parse_source(f"{tmp_path}/run#3") == Source(f"{tmp_path}/run#3")

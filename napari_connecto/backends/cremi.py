@@ -246,6 +246,8 @@ def _partner_columns(
 ) -> tuple[np.ndarray, list[str]]:
     """Per site: the first partner's id (0 if none) and every partner id, comma-separated."""
     pairs = _read_partners(group, ids, where)
+    if len(pairs) == 0:  # sites without partners (or no partners table)
+        return np.zeros(len(ids), dtype=np.uint64), [""] * len(ids)
     path = f"{where}/presynaptic_site/partners"
     pre = _index_of(ids, pairs[:, 0], path, "partners")
     post = _index_of(ids, pairs[:, 1], path, "partners")

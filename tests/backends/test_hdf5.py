@@ -476,3 +476,28 @@ def test_write_needs_r_plus_and_refuses_conflicting_open(tmp_path):
     reader.close()
     with nc.open_volume(f"{path}#volumes/raw", mode="r+") as writer:
         assert writer.writable
+
+
+def test_cremi_sites_without_partners_still_open(tmp_path):
+    path = tmp_path / "lonely.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("volumes/raw", data=np.zeros((2, 8, 8), np.uint8))
+        f["annotations/ids"] = np.array([4, 9], dtype=np.uint64)
+        f.create_dataset("annotations/types", data=["presynaptic_site", "postsynaptic_site"],
+                         dtype=h5py.string_dtype())  # fmt: skip
+        f["annotations/locations"] = np.zeros((2, 3))
+    points = nc.open_points(f"{path}#annotations")
+    assert points.features["partner"].tolist() == [0, 0]
+    assert points.features["partners"].tolist() == ["", ""]
+
+
+def test_one_bad_entry_does_not_sink_the_others(tmp_path):
+    from napari_connecto.layers import layer_data_for_source
+
+    path = tmp_path / "half.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["file_format"] = "0.2"
+        f.create_dataset("volumes/raw", data=np.full((2, 8, 8), 3, np.uint8))
+        f["annotations/ids"] = np.array([1, 2], dtype=np.uint64)  # locations missing
+    layers = layer_data_for_source(path)
+    assert [kind for _, _, kind in layers] == ["image"]
