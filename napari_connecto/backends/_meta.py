@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +23,14 @@ from napari_connecto.errors import (
 
 __all__ = [
     "MAX_AXIS",
+    "MAX_VOXEL_SIZE",
     "guess_kind",
     "MAX_CHUNK_BYTES",
     "check_dtype",
+    "check_offset",
     "check_positive_ints",
     "check_resolution",
+    "check_vector_nm",
     "load_json",
     "safe_join",
 ]
@@ -35,6 +41,9 @@ MAX_METADATA_BYTES = 64 * 2**20
 """Largest metadata document read (bytes); real ones are kilobytes."""
 MAX_CHUNK_BYTES = 2**31
 """Largest single chunk accepted (bytes); one chunk must fit in memory."""
+MAX_VOXEL_SIZE = 1e12
+"""Largest voxel size accepted (1 km in nm): with :data:`MAX_AXIS` voxels, every extent
+and origin stays finite (``2**32 * 1e12`` is far below the float range)."""
 _DTYPES = {
     "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32",
     "uint64", "int64", "float32", "float64",
@@ -65,47 +74,131 @@ def guess_kind(names: str | Sequence[str], dtype: np.dtype) -> Literal["image", 
 def load_json(path: Path, *, required: bool = True) -> dict[str, Any] | None:
     """Read a JSON object from ``path``.
 
+    Only a regular file (symlinks followed) of at most :data:`MAX_METADATA_BYTES`
+    is read: a device, FIFO or socket is refused without reading from it (it is
+    opened non-blocking and checked with ``fstat``, so a FIFO cannot hang). The
+    non-standard constants ``NaN``, ``Infinity`` and ``-Infinity`` and numbers
+    that overflow to infinity (``1e400``) are refused.
+
     Raises
     ------
     SourceNotFoundError
         If the file is missing and ``required``.
     MetadataError
-        If the file is not a JSON object.
+        If the file is not a regular file, unreadable, too large or not a JSON object.
     """
+    where = str(path)
     try:
-        if path.stat().st_size > MAX_METADATA_BYTES:
-            raise MetadataError(str(path), "", f"larger than {MAX_METADATA_BYTES} bytes")
-        text = path.read_bytes()
-    except FileNotFoundError:
+        text = _read_capped(path, where)
+    except (FileNotFoundError, NotADirectoryError):
         if required:
-            raise SourceNotFoundError(str(path)) from None
+            raise SourceNotFoundError(where) from None
         return None
-    except IsADirectoryError:
-        raise MetadataError(str(path), "", "is a directory, expected a JSON file") from None
+    except OSError as exc:
+        raise MetadataError(where, "", f"cannot be read ({exc.strerror or exc})") from None
     try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MetadataError(str(path), "", f"not valid JSON ({exc})") from None
+        doc = json.loads(
+            text,
+            parse_constant=functools.partial(_refuse_constant, where),
+            parse_float=functools.partial(_finite_float, where),
+        )
+    except MetadataError:
+        raise
     except RecursionError:
-        raise MetadataError(str(path), "", "JSON nested too deeply") from None
+        raise MetadataError(where, "", "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise MetadataError(where, "", f"not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
-        raise MetadataError(str(path), "", f"expected a JSON object, got {type(doc).__name__}")
+        raise MetadataError(where, "", f"expected a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def _read_capped(path: Path, where: str) -> bytes:
+    """The bytes of the regular file ``path``, refusing others and anything too large."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise MetadataError(where, "", "is a directory, expected a JSON file") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise MetadataError(where, "", "is a directory, expected a JSON file")
+        if not stat.S_ISREG(info.st_mode):
+            raise MetadataError(where, "", "is not a regular file (device, FIFO or socket)")
+        # Read what fstat announced, then in small blocks should the file grow meanwhile:
+        # never more than the cap, never a cap-sized buffer for a small file.
+        parts = [fh.read(min(info.st_size, MAX_METADATA_BYTES) + 1)]
+        total = len(parts[0])
+        while total <= MAX_METADATA_BYTES and (
+            part := fh.read(min(2**20, MAX_METADATA_BYTES + 1 - total))
+        ):
+            parts.append(part)
+            total += len(part)
+    if total > MAX_METADATA_BYTES:
+        raise MetadataError(where, "", f"larger than {MAX_METADATA_BYTES} bytes")
+    return b"".join(parts)
+
+
+def _refuse_constant(where: str, name: str) -> Any:
+    raise MetadataError(where, "", f"{name} is not valid JSON (non-finite numbers are refused)")
+
+
+def _finite_float(where: str, text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MetadataError(where, "", f"number {text[:40]} overflows to infinity")
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
+def _finite(v: Any) -> float | None:
+    """``v`` as a finite float, or ``None`` if it is not a finite real number (or a bool)."""
+    if not _is_number(v):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond the float range
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _is_vector(value: Any, ndim: int) -> bool:
+    """A list/tuple-like of length ``ndim``; strings and bytes are not vectors."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str | bytes | bytearray | memoryview)
+        and len(value) == ndim
+    )
 
 
 def check_positive_ints(
     path: str, field: str, value: Any, ndim: int, *, limit: int = MAX_AXIS
 ) -> tuple[int, ...]:
-    """Validate a list of ``ndim`` positive integers no larger than ``limit``."""
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != ndim:
-        raise MetadataError(path, field, f"expected {ndim} integers, got {value!r}")
+    """Validate a list of ``ndim`` positive integers no larger than ``limit``.
+
+    Integral floats (``4.0``) are accepted; bools, strings, bytes, NaN and
+    infinities are not.
+    """
+    if not _is_vector(value, ndim):
+        raise MetadataError(path, field, f"expected {ndim} integers, got {value!r:.200}")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v):
-            raise MetadataError(path, field, f"expected integers, got {value!r}")
-        if not 0 < v <= limit:
-            raise MetadataError(path, field, f"value {v} is outside 1..{limit}")
-        out.append(int(v))
+        if isinstance(v, int | np.integer) and _is_number(v):
+            n = int(v)
+        elif (f := _finite(v)) is not None and f.is_integer():
+            n = int(f)
+        else:
+            raise MetadataError(path, field, f"expected integers, got {value!r:.200}")
+        if not 0 < n <= limit:
+            raise MetadataError(path, field, f"value {n} is outside 1..{limit}")
+        out.append(n)
     return tuple(out)
 
 
@@ -118,21 +211,56 @@ def check_chunk(path: str, field: str, value: Any, ndim: int, itemsize: int) -> 
 
 
 def check_resolution(path: str, field: str, value: Any, ndim: int = 3) -> tuple[float, ...]:
-    """Validate a list of ``ndim`` finite, positive voxel sizes."""
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != ndim:
-        raise MetadataError(path, field, f"expected {ndim} numbers, got {value!r}")
+    """Validate a list of ``ndim`` finite, positive voxel sizes (at most :data:`MAX_VOXEL_SIZE`)."""
+    if not _is_vector(value, ndim):
+        raise MetadataError(path, field, f"expected {ndim} numbers, got {value!r:.200}")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-            raise MetadataError(path, field, f"expected positive numbers, got {value!r}")
-        out.append(float(v))
+        f = _finite(v)
+        if f is None or not 0 < f <= MAX_VOXEL_SIZE:
+            raise MetadataError(
+                path,
+                field,
+                f"expected positive numbers up to {MAX_VOXEL_SIZE:g}, got {value!r:.200}",
+            )
+        out.append(f)
     return tuple(out)
+
+
+def check_offset(path: str, field: str, value: Any, ndim: int = 3) -> tuple[float, ...]:
+    """Validate a list of ``ndim`` finite numbers of any sign (an ``offset`` in nm)."""
+    if not _is_vector(value, ndim):
+        raise MetadataError(path, field, f"expected {ndim} numbers, got {value!r:.200}")
+    out = tuple(_finite(v) for v in value)
+    if any(f is None for f in out):
+        raise MetadataError(path, field, f"expected finite numbers, got {value!r:.200}")
+    return out  # type: ignore[return-value]
+
+
+def check_vector_nm(path: str, field: str, value: Any, *, positive: bool) -> tuple[float, ...]:
+    """Check a derived vector in nm (after unit or factor products).
+
+    Products of valid numbers can still overflow (``1e300 um * 1e3``) or vanish
+    (``1e-300 * 1e-300``). ``positive`` vectors are voxel sizes: positive and at
+    most :data:`MAX_VOXEL_SIZE`; others (offsets) need only be finite.
+    """
+    values = tuple(float(v) for v in value)
+    if positive:
+        if not all(0 < v <= MAX_VOXEL_SIZE for v in values):  # NaN fails too
+            raise MetadataError(
+                path, field, f"expected voxel sizes in (0, {MAX_VOXEL_SIZE:g}] nm, got {values}"
+            )
+    elif not all(math.isfinite(v) for v in values):
+        raise MetadataError(path, field, f"expected finite nm values, got {values}")
+    return values
 
 
 def check_dtype(path: str, field: str, value: Any) -> np.dtype:
     """Turn a dtype name into a numpy dtype, refusing object, string and unknown types."""
     if isinstance(value, str) and value.lower() in _DTYPES:
         return np.dtype(value.lower())
+    if not isinstance(value, str | np.dtype):  # np.dtype(None) would be float64
+        raise UnsupportedEncodingError(path, field, f"unknown data type {value!r:.200}")
     try:
         dtype = np.dtype(value)
     except (TypeError, ValueError):

@@ -12,12 +12,23 @@ import numpy as np
 from napari_connecto.backends._meta import (
     check_chunk,
     check_dtype,
+    check_offset,
     check_positive_ints,
+    check_resolution,
+    check_vector_nm,
     load_json,
 )
 from napari_connecto.errors import MetadataError, UnsafeDataError, UnsupportedEncodingError
 
-__all__ = ["ArrayMeta", "OmeLevel", "node_kind", "read_array_meta", "read_attributes", "read_ome"]
+__all__ = [
+    "ArrayMeta",
+    "OmeLevel",
+    "node_kind",
+    "ome_attrs",
+    "read_array_meta",
+    "read_attributes",
+    "read_ome",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +137,22 @@ def _read_v2(path: Path) -> ArrayMeta:
         raise MetadataError(where, "shape", f"expected 1 to 5 dimensions, got {doc['shape']!r}")
     shape = check_positive_ints(where, "shape", doc["shape"], ndim)
     chunks = check_chunk(where, "chunks", doc["chunks"], ndim, dtype.itemsize)
-    filters = doc.get("filters") or []
+    _check_fill_value(where, doc.get("fill_value"), dtype)
+    filters = doc.get("filters")
+    if filters is None:
+        filters = []
+    if not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters):
+        raise MetadataError(
+            where, "filters", f"expected null or a list of objects: {filters!r:.200}"
+        )
     compressor = doc.get("compressor")
-    codec_ids = [f.get("id") for f in filters if isinstance(f, dict)]
+    if compressor is not None and not isinstance(compressor, dict):
+        raise MetadataError(where, "compressor", f"expected null or an object: {compressor!r:.200}")
+    codec_ids = [f.get("id") for f in filters]
     if compressor is not None:
-        codec_ids.append(compressor.get("id") if isinstance(compressor, dict) else None)
-    _refuse_unsafe(where, "filters", codec_ids)
-    ts_ok = not filters and (compressor is None or compressor.get("id") in _TS_V2_COMPRESSORS)
+        codec_ids.append(compressor.get("id"))
+    _refuse_unsafe(where, "filters" if compressor is None else "filters/compressor", codec_ids)
+    ts_ok = not filters and (compressor is None or compressor["id"] in _TS_V2_COMPRESSORS)
     if doc.get("order", "C") not in ("C", "F"):
         raise MetadataError(where, "order", f"expected 'C' or 'F', got {doc.get('order')!r}")
     encoding = "+".join(str(c) for c in codec_ids) or "raw"
@@ -161,32 +181,110 @@ def _read_v3(path: Path) -> ArrayMeta:
             where, "chunk_grid", "expected a regular grid with chunk_shape"
         ) from None
     chunks = check_chunk(where, "chunk_grid.chunk_shape", outer, ndim, dtype.itemsize)
-    codecs = doc["codecs"] if isinstance(doc["codecs"], list) else []
-    names = [c.get("name") if isinstance(c, dict) else c for c in codecs]
-    _refuse_unsafe(where, "codecs", names)
+    _check_fill_value(where, doc.get("fill_value"), dtype)
+    codecs = doc["codecs"]
+    if not isinstance(codecs, list) or not codecs:
+        raise MetadataError(where, "codecs", f"expected a non-empty list, got {codecs!r:.200}")
+    names = _codec_names(where, "codecs", codecs)
     shard_shape = None
     if "sharding_indexed" in names:
-        conf = codecs[names.index("sharding_indexed")].get("configuration", {})
+        field = "codecs.sharding_indexed"
+        conf = codecs[names.index("sharding_indexed")]
+        conf = conf.get("configuration") if isinstance(conf, dict) else None
+        if not isinstance(conf, dict):
+            raise MetadataError(where, f"{field}.configuration", "expected an object")
         shard_shape = chunks
         chunks = check_chunk(
-            where, "sharding_indexed.chunk_shape", conf.get("chunk_shape"), ndim, dtype.itemsize
+            where, f"{field}.chunk_shape", conf.get("chunk_shape"), ndim, dtype.itemsize
         )
-        inner = [c.get("name") for c in conf.get("codecs", []) if isinstance(c, dict)]
-        _refuse_unsafe(where, "sharding_indexed.codecs", inner)
-        names = names + inner
+        if any(s % c for s, c in zip(shard_shape, chunks, strict=True)):
+            raise MetadataError(
+                where, f"{field}.chunk_shape", f"{chunks} does not divide the shard {shard_shape}"
+            )
+        inner = conf.get("codecs")
+        if not isinstance(inner, list) or not inner:
+            raise MetadataError(
+                where, f"{field}.codecs", f"expected a non-empty list: {inner!r:.200}"
+            )
+        names = names + _codec_names(where, f"{field}.codecs", inner)
     ts_ok = all(n in _TS_V3_CODECS for n in names)
-    dims = doc.get("dimension_names")
-    dim_names = tuple(dims) if isinstance(dims, list) and len(dims) == ndim else None
+    dim_names = _dimension_names(where, doc.get("dimension_names"), ndim)
     encoding = "+".join(str(n) for n in names if n != "bytes") or "raw"
     return ArrayMeta(path, 3, shape, chunks, dtype, encoding, dim_names, ts_ok, shard_shape)
+
+
+def _check_fill_value(where: str, value: Any, dtype: np.dtype) -> None:
+    """Refuse a numeric ``fill_value`` the data type cannot hold (zarr-python overflows on it).
+
+    Strings (``"NaN"``, hex or base64 encodings), bools and nulls are left to the decoder,
+    which refuses malformed ones itself.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        integral = isinstance(value, int) or value.is_integer()
+        if not integral or not info.min <= value <= info.max:
+            raise MetadataError(where, "fill_value", f"{value!r:.40} is not a {dtype} value")
+    elif dtype.kind == "f" and isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            raise MetadataError(
+                where, "fill_value", f"{value!r:.40} is beyond the range of {dtype}"
+            ) from None
+
+
+def _codec_names(where: str, field: str, codecs: list[Any]) -> list[str]:
+    """Names of a v3 codec list (objects with a ``name``, or bare names), unsafe ones refused."""
+    names = [c.get("name") if isinstance(c, dict) else c for c in codecs]
+    _refuse_unsafe(where, field, names)
+    for c in codecs:
+        conf = c.get("configuration", {}) if isinstance(c, dict) else {}
+        if not isinstance(conf, dict):
+            raise MetadataError(where, f"{field}.{c['name']}.configuration", "expected an object")
+    return names
+
+
+def _dimension_names(where: str, dims: Any, ndim: int) -> tuple[str | None, ...] | None:
+    """v3 ``dimension_names``: ``ndim`` strings or nulls (absent: ``None``)."""
+    if dims is None:
+        return None
+    if (
+        not isinstance(dims, list)
+        or len(dims) != ndim
+        or not all(d is None or isinstance(d, str) for d in dims)
+    ):
+        raise MetadataError(
+            where, "dimension_names", f"expected {ndim} strings or nulls, got {dims!r:.200}"
+        )
+    named = [d for d in dims if d]
+    if len(set(named)) != len(named):
+        raise MetadataError(where, "dimension_names", f"names repeat: {dims!r:.200}")
+    return tuple(dims)
 
 
 def _refuse_unsafe(where: str, field: str, codec_ids: list[Any]) -> None:
     for cid in codec_ids:
         if not isinstance(cid, str):
-            raise MetadataError(where, field, f"malformed codec entry {cid!r}")
+            raise MetadataError(where, field, f"malformed codec entry {cid!r:.200}")
         if cid.lower() in _REFUSED_CODECS:
             raise UnsafeDataError(where, field, f"codec {cid!r} is refused (it can execute code)")
+
+
+def ome_attrs(path: Path, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The OME metadata of a node's attributes: ``attrs["ome"]`` (0.5) or ``attrs`` (0.4).
+
+    Raises
+    ------
+    MetadataError
+        If ``ome`` is present but not an object.
+    """
+    ome = attrs.get("ome", attrs)
+    if not isinstance(ome, dict):
+        where = str(path / ("zarr.json" if (path / "zarr.json").exists() else ".zattrs"))
+        raise MetadataError(where, "ome", f"expected an object, got {ome!r:.200}")
+    return ome
 
 
 def read_ome(path: Path, attrs: dict[str, Any]) -> tuple[list[str], list[OmeLevel]] | None:
@@ -197,8 +295,7 @@ def read_ome(path: Path, attrs: dict[str, Any]) -> tuple[list[str], list[OmeLeve
     tuple or None
         ``(axis_names, levels)``, or ``None`` when the group is not a multiscale image.
     """
-    ome = attrs.get("ome", attrs)
-    multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+    multiscales = ome_attrs(path, attrs).get("multiscales")
     if multiscales is None:
         return None
     where = str(path / ("zarr.json" if (path / "zarr.json").exists() else ".zattrs"))
@@ -210,8 +307,12 @@ def read_ome(path: Path, attrs: dict[str, Any]) -> tuple[list[str], list[OmeLeve
         raise MetadataError(where, "multiscales[0].axes", f"expected 2 to 5 axes, got {axes!r}")
     names = [a.get("name") if isinstance(a, dict) else a for a in axes]
     units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
-    if not all(isinstance(n, str) for n in names):
-        raise MetadataError(where, "multiscales[0].axes", f"axis names must be strings: {axes!r}")
+    if not all(isinstance(n, str) and n for n in names):
+        raise MetadataError(
+            where, "multiscales[0].axes", f"axis names must be non-empty strings: {axes!r:.200}"
+        )
+    if len({n.lower() for n in names}) != len(names):
+        raise MetadataError(where, "multiscales[0].axes", f"axis names repeat: {names!r}")
     datasets = ms.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise MetadataError(where, "multiscales[0].datasets", "expected a non-empty list")
@@ -224,7 +325,10 @@ def read_ome(path: Path, attrs: dict[str, Any]) -> tuple[list[str], list[OmeLeve
         scale, shift = _transforms(where, field, ds, len(names))
         scale = [a * b for a, b in zip(scale, global_scale, strict=True)]
         shift = [a * g + b for a, g, b in zip(shift, global_scale, global_shift, strict=True)]
-        levels.append(OmeLevel(ds["path"], *_spatial_nm(names, units, scale, shift)))
+        res_nm, shift_nm = _spatial_nm(names, units, scale, shift)
+        res_nm = check_vector_nm(where, f"{field}.scale", res_nm, positive=True)
+        shift_nm = check_vector_nm(where, f"{field}.translation", shift_nm, positive=False)
+        levels.append(OmeLevel(ds["path"], res_nm, shift_nm))  # type: ignore[arg-type]
     return names, levels
 
 
@@ -232,23 +336,26 @@ def _transforms(
     where: str, field: str, node: dict[str, Any], ndim: int
 ) -> tuple[list[float], list[float]]:
     scale, shift = [1.0] * ndim, [0.0] * ndim
-    for t in node.get("coordinateTransformations") or []:
+    transforms = node.get("coordinateTransformations")
+    if transforms is None:
+        return scale, shift
+    if not isinstance(transforms, list):
+        raise MetadataError(
+            where, f"{field}.coordinateTransformations", f"expected a list, got {transforms!r:.200}"
+        )
+    for t in transforms:
         kind = t.get("type") if isinstance(t, dict) else None
-        values = t.get(kind) if kind in ("scale", "translation") else None
-        if kind is None or (kind in ("scale", "translation") and not isinstance(values, list)):
-            raise MetadataError(where, f"{field}.coordinateTransformations", f"malformed {t!r}")
+        if not isinstance(kind, str):
+            raise MetadataError(
+                where, f"{field}.coordinateTransformations", f"malformed {t!r:.200}"
+            )
         if kind not in ("scale", "translation"):
             continue
-        if len(values) != ndim or not all(isinstance(v, int | float) for v in values):
-            raise MetadataError(
-                where, f"{field}.{kind}", f"expected {ndim} numbers, got {values!r}"
-            )
+        values = t.get(kind)
         if kind == "scale":
-            if any(v <= 0 for v in values):
-                raise MetadataError(where, f"{field}.scale", f"scales must be positive: {values!r}")
-            scale = [float(v) for v in values]
+            scale = list(check_resolution(where, f"{field}.scale", values, ndim))
         else:
-            shift = [float(v) for v in values]
+            shift = list(check_offset(where, f"{field}.translation", values, ndim))
     return scale, shift
 
 

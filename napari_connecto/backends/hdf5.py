@@ -38,6 +38,7 @@ from napari_connecto.backends._meta import (
     check_dtype,
     check_positive_ints,
     check_resolution,
+    check_vector_nm,
     guess_kind,
 )
 from napari_connecto.backends.base import Entry, PointSet, VolumeBackend
@@ -322,14 +323,23 @@ def _level_scales(group: h5py.Group, names: list[str], where: str) -> list[Scale
     base = read_attr(group, "resolution", where)
     base_res = Vec3.of(check_resolution(where, "resolution", base)) if base is not None else None
     scales: list[Scale] = []
+    rank = group[names[0]].ndim if names else 0
     for name in names:
         ds = group[name]
+        level = f"{where}/{name}"
         default = base_res
         if scales:
+            if ds.ndim != rank:
+                raise MetadataError(
+                    level, "shape", f"level {name} has {ds.ndim} dimensions, {names[0]} has {rank}"
+                )
             first = scales[0]
-            ratio = [max(1, round(a / b)) for a, b in zip(first.shape, _shape3(ds), strict=True)]
-            default = first.resolution * ratio
-        scale = dataset_scale(ds, f"{where}/{name}", default)
+            shape = check_positive_ints(level, "shape", list(_shape3(ds)), 3)
+            ratio = [max(1, round(a / b)) for a, b in zip(first.shape, shape, strict=True)]
+            default = Vec3.of(
+                check_vector_nm(level, "resolution", first.resolution * ratio, positive=True)
+            )
+        scale = dataset_scale(ds, level, default)
         if scales and scale.dtype != scales[0].dtype:
             raise MetadataError(f"{where}/{name}", "dtype", "levels of one volume differ in dtype")
         scales.append(scale)

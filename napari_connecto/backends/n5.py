@@ -5,7 +5,9 @@ each store is wrapped in a transposed view read and written in z, y, x. Metadata
 is validated here first, so errors name the ``attributes.json`` and field at fault.
 2D datasets become ``(1, y, x)``; axes beyond x, y, z are accepted only with size 1.
 Level ``k`` of a multiscale group (``s0``, ``s1``, ...) has the base resolution
-(group, else ``s0``) times its ``downsamplingFactors``.
+(group, else ``s0``) times its ``downsamplingFactors``. An ``offset`` attribute (x, y, z,
+in the units of the resolution, as funlib writes it) places voxel 0; a level without
+one takes its group's (or ``s0``'s).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import numpy as np
 from napari_connecto.backends._meta import (
     check_chunk,
     check_dtype,
+    check_offset,
     check_positive_ints,
     check_resolution,
+    check_vector_nm,
     guess_kind,
     load_json,
     safe_join,
@@ -217,7 +221,26 @@ def _resolution_xyz(doc: dict[str, Any], file: str) -> tuple[float, float, float
     res = check_resolution(file, field, value, ndim)
     units = units if isinstance(units, list) else [units] * ndim
     scaled = [v * _nm_per(u, file) for v, u in zip(res, units, strict=False)]
-    return _xyz_triple(tuple(scaled))
+    return _xyz_triple(check_vector_nm(file, field, scaled, positive=True))
+
+
+def _offset_xyz(doc: dict[str, Any], file: str) -> tuple[float, float, float] | None:
+    """World position of voxel 0 in nm, x, y, z, from ``offset``; ``None`` if absent.
+
+    As funlib/daisy write it: in the ``units`` of ``resolution`` (nm by default).
+    """
+    if "offset" not in doc:
+        return None
+    value = doc["offset"]
+    ndim = len(value) if isinstance(value, list) and 2 <= len(value) <= 8 else 3
+    offset = check_offset(file, "offset", value, ndim)
+    units = doc.get("units")
+    pixel = doc.get("pixelResolution")
+    if units is None and isinstance(pixel, dict):
+        units = pixel.get("unit")
+    units = units if isinstance(units, list) else [units] * ndim
+    scaled = [v * _nm_per(u, file) for v, u in zip(offset, units, strict=False)]
+    return _xyz_triple(check_vector_nm(file, "offset", scaled, positive=False), fill=0.0)
 
 
 def _factors_xyz(k: int, level: _Dataset, base: _Dataset, groups: tuple[_Doc, ...]) -> _XYZ:
@@ -254,7 +277,11 @@ class _Layout:
         return _kind(self.root, self.levels[0].dtype)
 
     def scales(self) -> list[Scale]:
-        """Every level as a :class:`Scale`, z, y, x, nm."""
+        """Every level as a :class:`Scale`, z, y, x, nm.
+
+        A level's ``offset`` (x, y, z, nm) is its own, else the first of the
+        documents that give the resolution.
+        """
         base = self.levels[0]
         res = next((r for d, f in self.res_docs if (r := _resolution_xyz(d, f))), None)
         if res is None:
@@ -263,14 +290,20 @@ class _Layout:
         scales = []
         for k, (level, key) in enumerate(zip(self.levels, self.keys, strict=True)):
             factors = _factors_xyz(k, level, base, self.factor_docs)
+            level_res = [r * f for r, f in zip(res, factors, strict=True)]
+            docs = ((level.doc, level.file), *self.res_docs)
+            offset = next((o for d, f in docs if (o := _offset_xyz(d, f))), (0.0, 0.0, 0.0))
             scales.append(
                 Scale(
                     shape=_zyx(level.dims),
-                    resolution=Vec3.from_xyz(r * f for r, f in zip(res, factors, strict=True)),
+                    resolution=Vec3.from_xyz(
+                        check_vector_nm(level.file, "resolution", level_res, positive=True)
+                    ),
                     chunk_shape=_zyx(level.block),
                     dtype=level.dtype,
                     encoding=str(level.compression.get("type")),
                     key=key,
+                    translation_nm=Vec3.from_xyz(offset),
                 )
             )
         return scales

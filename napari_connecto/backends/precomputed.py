@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -191,13 +192,17 @@ def _check_scale(
 def _check_offset(where: str, field: str, value: Any) -> tuple[int, ...]:
     """Validate ``voxel_offset``: three integers, possibly negative, within ``MAX_AXIS``."""
     if not isinstance(value, list) or len(value) != 3:
-        raise MetadataError(where, field, f"expected 3 integers, got {value!r}")
+        raise MetadataError(where, field, f"expected 3 integers, got {value!r:.200}")
+    out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v):
-            raise MetadataError(where, field, f"expected integers, got {value!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise MetadataError(where, field, f"expected integers, got {value!r:.200}")
+        if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+            raise MetadataError(where, field, f"expected finite integers, got {value!r:.200}")
         if abs(v) > MAX_AXIS:
             raise MetadataError(where, field, f"value {v} is outside -{MAX_AXIS}..{MAX_AXIS}")
-    return tuple(int(v) for v in value)
+        out.append(int(v))
+    return tuple(out)
 
 
 def _check_encoding(where: str, f: str, encoding: Any, dtype: np.dtype) -> str:

@@ -8,17 +8,27 @@ zarr-python. Pickle and object codecs are refused before either library sees the
 from __future__ import annotations
 
 import logging
+import lzma
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from napari_connecto.backends._meta import check_resolution, guess_kind, load_json, safe_join
+from napari_connecto.backends._meta import (
+    check_offset,
+    check_resolution,
+    guess_kind,
+    load_json,
+    safe_join,
+)
 from napari_connecto.backends._tensorstore import open_store, read_region, write_region
 from napari_connecto.backends._zarr_meta import (
     ArrayMeta,
     node_kind,
+    ome_attrs,
     read_array_meta,
     read_attributes,
     read_ome,
@@ -30,6 +40,7 @@ from napari_connecto.errors import (
     MetadataError,
     ReadOnlyError,
     SourceNotFoundError,
+    UnsupportedEncodingError,
 )
 from napari_connecto.geometry import Vec3
 from napari_connecto.volume.scale import Index3, Scale
@@ -42,6 +53,15 @@ __all__ = ["ZarrBackend"]
 logger = logging.getLogger(__name__)
 
 _MAX_WALK_DEPTH = 3
+_SPATIAL = ("z", "y", "x")
+# What zarr-python (and numcodecs under it) raise on metadata or codecs it cannot use:
+# numcodecs.errors.UnknownCodecError and zarr.errors.BaseZarrError (MetadataValidationError,
+# zarr's own UnknownCodecError, NodeNotFoundError) all derive from ValueError; a bad codec
+# configuration (Delta(dtype="xx")) raises TypeError, a missing key KeyError.
+_ZARR_OPEN_ERRORS = (ValueError, TypeError, KeyError, NotImplementedError)
+# What decoding a chunk with zarr-python can raise: numcodecs' blosc/zstd/lz4 raise
+# RuntimeError, gzip OSError, zlib zlib.error, lzma LZMAError, a size mismatch ValueError.
+_ZARR_READ_ERRORS = (ValueError, RuntimeError, OSError, TypeError, zlib.error, lzma.LZMAError)
 
 
 def _node_path(source: Source) -> Path:
@@ -79,14 +99,24 @@ class _Level:
 
 
 def _axis_roles(meta: ArrayMeta, names: list[str] | None) -> tuple[str | int, ...]:
-    names = names or [n or "" for n in (meta.dimension_names or ())] or None
+    where = str(meta.path)
     ndim = len(meta.shape)
-    if names and len(names) == ndim and {"y", "x"} <= {n.lower() for n in names}:
-        return tuple(n.lower() if n.lower() in ("z", "y", "x") else 0 for n in names)
+    if names is not None and len(names) != ndim:
+        raise MetadataError(
+            where, "shape", f"{ndim} dimensions, but the multiscale lists {len(names)} axes"
+        )
+    names = names or [n or "" for n in (meta.dimension_names or ())] or None
+    if names:
+        lowered = [n.lower() for n in names]
+        spatial = [n for n in lowered if n in _SPATIAL]
+        if len(set(spatial)) != len(spatial):
+            raise MetadataError(where, "dimension_names", f"spatial axes repeat: {names!r}")
+        if {"y", "x"} <= set(spatial):
+            return tuple(n if n in _SPATIAL else 0 for n in lowered)
     if ndim < 2:
-        raise MetadataError(str(meta.path), "shape", f"expected at least 2 dimensions, got {ndim}")
-    spatial = ("z", "y", "x")[-min(ndim, 3) :]
-    return (0,) * (ndim - len(spatial)) + spatial
+        raise MetadataError(where, "shape", f"expected at least 2 dimensions, got {ndim}")
+    spatial_axes = _SPATIAL[-min(ndim, 3) :]
+    return (0,) * (ndim - len(spatial_axes)) + spatial_axes
 
 
 def _open_level(meta: ArrayMeta, names: list[str] | None, mode: str) -> _Level:
@@ -99,7 +129,14 @@ def _open_level(meta: ArrayMeta, names: list[str] | None, mode: str) -> _Level:
         import zarr
 
         logger.info("%s: codecs %s need zarr-python", where, meta.encoding)
-        store = zarr.open_array(store=str(meta.path), mode="r" if mode == "r" else "r+")
+        try:
+            store = zarr.open_array(store=str(meta.path), mode="r" if mode == "r" else "r+")
+        except _ZARR_OPEN_ERRORS as exc:
+            file = meta.path / (".zarray" if meta.zarr_format == 2 else "zarr.json")
+            field = "filters/compressor" if meta.zarr_format == 2 else "codecs"
+            raise UnsupportedEncodingError(
+                str(file), field, f"zarr-python cannot open it ({type(exc).__name__}: {exc})"
+            ) from None
     return _Level(meta, store, _axis_roles(meta, names))
 
 
@@ -155,7 +192,7 @@ class ZarrBackend(VolumeBackend):
             return [Entry(source, guess_kind(source.name, meta.dtype), source.name)]
         attrs = read_attributes(path, found[1])
         if read_ome(path, attrs) is not None:
-            entries = [Entry(source, cls._ome_kind(source, attrs), _ome_name(source, attrs))]
+            entries = [Entry(source, cls._ome_kind(path, attrs), _ome_name(source, path, attrs))]
             return entries + cls._ome_labels(source, path)
         return cls._walk(source, path, depth=0)
 
@@ -174,9 +211,8 @@ class ZarrBackend(VolumeBackend):
         return found
 
     @staticmethod
-    def _ome_kind(source: Source, attrs: dict[str, Any]) -> Kind:
-        ome = attrs.get("ome", attrs)
-        return "segmentation" if "image-label" in ome else "image"
+    def _ome_kind(path: Path, attrs: dict[str, Any]) -> Kind:
+        return "segmentation" if "image-label" in ome_attrs(path, attrs) else "image"
 
     @classmethod
     def _ome_labels(cls, source: Source, path: Path) -> list[Entry]:
@@ -185,13 +221,16 @@ class ZarrBackend(VolumeBackend):
         if found is None or found[0] != "group":
             return []
         attrs = read_attributes(labels, found[1])
-        names = attrs.get("ome", attrs).get("labels", [])
+        names = ome_attrs(labels, attrs).get("labels", [])
         if not isinstance(names, list):
-            raise MetadataError(str(labels), "labels", f"expected a list of names, got {names!r}")
+            raise MetadataError(
+                str(labels), "labels", f"expected a list of names, got {names!r:.200}"
+            )
         return [
             Entry(source.child(f"labels/{n}"), "segmentation", n)
             for n in names
-            if isinstance(n, str) and node_kind(labels / n) is not None
+            if isinstance(n, str)
+            and node_kind(safe_join(labels, n, path=str(labels), field="labels")) is not None
         ]
 
     @classmethod
@@ -243,11 +282,9 @@ class ZarrBackend(VolumeBackend):
             if "resolution" in attrs
             else (1.0, 1.0, 1.0)
         )
-        shift = tuple(float(v) for v in attrs.get("offset", (0, 0, 0)))
-        if len(shift) != 3:
-            raise MetadataError(
-                where, "offset", f"expected z, y, x nm, got {attrs.get('offset')!r}"
-            )
+        shift = (
+            check_offset(where, "offset", attrs["offset"]) if "offset" in attrs else (0.0, 0.0, 0.0)
+        )
         level = _open_level(meta, None, mode)
         scale = _scale_of(level, res, shift, "")
         return cls(source, [level], [scale], guess_kind(source.name, meta.dtype), mode)
@@ -265,8 +302,8 @@ class ZarrBackend(VolumeBackend):
             level = _open_level(read_array_meta(array_path), names, mode)
             levels.append(level)
             scales.append(_scale_of(level, lvl.scale_nm, lvl.translation_nm, lvl.path))
-        backend = cls(source, levels, scales, cls._ome_kind(source, attrs), mode)
-        backend.contrast_limits = _omero_window(attrs)
+        backend = cls(source, levels, scales, cls._ome_kind(path, attrs), mode)
+        backend.contrast_limits = _omero_window(path, attrs)
         return backend
 
     # -- data --------------------------------------------------------------------------
@@ -280,7 +317,7 @@ class ZarrBackend(VolumeBackend):
         else:
             try:
                 block = np.asarray(level.store[index])
-            except (ValueError, RuntimeError, OSError, TypeError) as exc:
+            except _ZARR_READ_ERRORS as exc:
                 raise ChunkError(where, scale, str(index), str(exc)) from None
         return level.to_zyx(block)
 
@@ -310,21 +347,28 @@ class ZarrBackend(VolumeBackend):
         }
 
 
-def _ome_name(source: Source, attrs: dict[str, Any]) -> str:
+def _ome_name(source: Source, path: Path, attrs: dict[str, Any]) -> str:
     """The multiscale's own ``name`` if it has a meaningful one, else the directory name."""
-    try:
-        name = attrs.get("ome", attrs)["multiscales"][0].get("name")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        name = None
+    multiscales = ome_attrs(path, attrs).get("multiscales")
+    first = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+    name = first.get("name") if isinstance(first, dict) else None
     if isinstance(name, str) and name.strip() and name not in ("image", "/"):
         return name.strip()
     return source.name
 
 
-def _omero_window(attrs: dict[str, Any]) -> tuple[float, float] | None:
-    omero = attrs.get("ome", attrs).get("omero")
-    try:
-        window = omero["channels"][0]["window"]
-        return float(window["start"]), float(window["end"])
-    except (KeyError, IndexError, TypeError, ValueError):
+def _omero_window(path: Path, attrs: dict[str, Any]) -> tuple[float, float] | None:
+    """The first channel's ``omero`` display window, if present and sane (else ``None``)."""
+    omero = ome_attrs(path, attrs).get("omero")
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    first = channels[0] if isinstance(channels, list) and channels else None
+    window = first.get("window") if isinstance(first, dict) else None
+    if not isinstance(window, dict):
         return None
+    try:
+        start, end = float(window["start"]), float(window["end"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    if not (math.isfinite(start) and math.isfinite(end) and start < end):
+        return None
+    return start, end
