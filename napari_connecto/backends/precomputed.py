@@ -409,15 +409,8 @@ class PrecomputedBackend(VolumeBackend):
             return read_native(
                 self._grid(level), start, stop, self._channel, where=where, scale=scale
             )
-        # A z, y, x view of the (x, y, z, channel) store: tensorstore writes the
-        # transposed result itself, cheaper than a strided numpy copy afterwards.
-        view = self._stores[scale][..., self._channel].T
-        index = tuple(
-            slice(a + o, b + o)
-            for a, b, o in zip(start, stop, level.scale.voxel_offset, strict=True)
-        )
-        block = read_region(view, index, where=where, scale=scale)
-        return np.ascontiguousarray(block)
+        view, index = self._zyx(scale, start, stop)
+        return np.ascontiguousarray(read_region(view, index, where=where, scale=scale))
 
     def write(self, scale: int, start: Index3, data: np.ndarray) -> None:
         """Write one z, y, x block of the opened channel (atomic per chunk file)."""
@@ -427,17 +420,20 @@ class PrecomputedBackend(VolumeBackend):
         if (reason := _write_refusal(level)) is not None:
             raise ReadOnlyError(f"scale {scale} of {self.source} cannot be written: {reason}")
         stop = tuple(a + n for a, n in zip(start, data.shape, strict=True))
-        block = np.asarray(data, dtype=level.scale.dtype).transpose(2, 1, 0)[..., np.newaxis]
-        index = self._index(level, start, stop)  # type: ignore[arg-type]
-        write_region(self._stores[scale], index, block, where=str(self.source), scale=scale)
+        view, index = self._zyx(scale, start, stop)  # type: ignore[arg-type]
+        block = np.asarray(data, dtype=level.scale.dtype)
+        write_region(view, index, block, where=str(self.source), scale=scale)
 
-    def _index(self, level: _Level, start: Index3, stop: Index3) -> tuple[slice, ...]:
-        """The tensorstore (x, y, z, channel) index of a scale-relative z, y, x region."""
-        zyx = [
-            slice(a + o, b + o)
-            for a, b, o in zip(start, stop, level.scale.voxel_offset, strict=True)
-        ]
-        return (*zyx[::-1], slice(self._channel, self._channel + 1))
+    def _zyx(self, scale: int, start: Index3, stop: Index3) -> tuple[Any, tuple[slice, ...]]:
+        """The z, y, x view of the opened channel and the index of a scale-relative region.
+
+        Through the transposed view tensorstore does the x, y, z <-> z, y, x reordering
+        itself, cheaper than a strided numpy copy.
+        """
+        offset = self._levels[scale].scale.voxel_offset
+        view = self._stores[scale][..., self._channel].T
+        index = tuple(slice(a + o, b + o) for a, b, o in zip(start, stop, offset, strict=True))
+        return view, index
 
     def _grid(self, level: _Level) -> ChunkGrid:
         """Chunk layout of a natively read scale."""

@@ -126,12 +126,12 @@ class Volume:
         return LevelArray(self, scale)
 
     def scale_for(self, resolution: Vec3 | Sequence[float]) -> int:
-        """Index of the finest scale whose voxels are at least ``resolution`` (nm) in x and y.
+        """Index of the scale whose voxel size is ``resolution`` (nm, z, y, x).
 
         Raises
         ------
         RegionError
-            If no scale has exactly that resolution when an exact match is implied.
+            If no scale has that resolution (compared with a relative tolerance of 1e-6).
         """
         want = Vec3.of(resolution)
         for i, sc in enumerate(self.scales):
