@@ -44,11 +44,21 @@ def get_reader(path: PathOrPaths) -> ReaderFunction | None:
 
 
 def read_sources(path: PathOrPaths) -> list[tuple[Any, dict[str, Any], str]]:
-    """Read every layer of each path (images, segmentations, point sets)."""
-    from napari_connecto.viewer.layers import napari_layer_data
+    """Read every layer of each path (images, segmentations, point sets).
 
+    Inside a viewer the volumes stream in the background (the current viewer gets a
+    streaming controller); without one they are read when sliced.
+    """
+    import napari
+
+    from napari_connecto.viewer.layers import napari_layer_data
+    from napari_connecto.viewer.streaming import controller_for
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        controller_for(viewer)
     paths = _as_list(path)
     layers = []
     for p in paths:
-        layers.extend(napari_layer_data(p))
+        layers.extend(napari_layer_data(p, streaming=viewer is not None))
     return layers

@@ -142,8 +142,12 @@ def _view(sources: Sequence[Any], at: Any, screenshot: str | None) -> int:
 def _save_screenshot(viewer: napari.Viewer, path: str) -> None:
     from qtpy.QtWidgets import QApplication
 
+    from napari_connecto.viewer.streaming import wait_until_loaded
+
     for _ in range(5):
         QApplication.processEvents()
+    if not wait_until_loaded(viewer, timeout=120):
+        logger.warning("some chunks were still loading when the screenshot was taken")
     viewer.screenshot(path, canvas_only=False)
     logger.info("screenshot saved to %s", path)
 

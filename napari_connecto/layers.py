@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_connecto.cache.streaming import LayerStream, StreamingVolume
 from napari_connecto.errors import ConnectoError
 from napari_connecto.opening import list_contents, open_points, open_volume
 
@@ -21,6 +23,9 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 logger = logging.getLogger(__name__)
 
+LARGE_PLANE_VOXELS = 4096 * 4096
+"""Single-level volumes with bigger planes are still shown as multiscale, so napari only
+slices what is on screen."""
 LABELS_OPACITY = 0.4
 """Segmentation over EM: see both (Neuroglancer's default too)."""
 POINT_SIZE_NM = 90.0
@@ -44,8 +49,13 @@ def default_contrast_limits(volume: Volume) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
-def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
+def volume_layer_data(
+    volume: Volume, name: str | None = None, *, streaming: bool = False
+) -> LayerData:
     """An image or labels ``LayerData`` tuple for ``volume``, placed in nm.
+
+    The data are :class:`~napari_connecto.cache.StreamingLevel` arrays read through
+    the shared chunk cache, one per level, in a display index space aligned to level 0.
 
     Parameters
     ----------
@@ -53,24 +63,30 @@ def volume_layer_data(volume: Volume, name: str | None = None) -> LayerData:
         The volume to show.
     name : str, optional
         Layer name; default the volume's name.
+    streaming : bool
+        Whether reads return at once from the cache and fetch in the background
+        (inside a viewer with a streaming controller) instead of waiting for data.
 
     Returns
     -------
     tuple
         ``(data, kwargs, layer_type)`` as napari readers return.
     """
-    levels = volume.levels
+    stream = LayerStream(StreamingVolume(volume))
+    stream.streaming = streaming
+    levels = stream.levels()
     finest = volume.scales[0]
+    large = math.prod(levels[0].shape[1:]) > LARGE_PLANE_VOXELS
     meta: dict[str, Any] = {
         "name": name or volume.name,
         "scale": finest.resolution.as_tuple(),
         "translate": finest.origin_nm.as_tuple(),
         "units": ("nm", "nm", "nm"),
         "axis_labels": ("z", "y", "x"),
-        "multiscale": len(levels) > 1,
+        "multiscale": len(levels) > 1 or large,
         "metadata": {"connecto_source": str(volume.source), "connecto_format": volume.format},
     }
-    data: Any = levels if len(levels) > 1 else levels[0]
+    data: Any = levels if len(levels) > 1 or large else levels[0]
     if volume.kind == "segmentation":
         meta["metadata"]["connecto_background_label"] = int(volume.backend.background_label)
         meta["opacity"] = LABELS_OPACITY
@@ -107,8 +123,11 @@ def points_layer_data(points: PointSet) -> LayerData:
     return np.asarray(points.positions_nm, dtype=np.float64).reshape(-1, 3), meta, "points"
 
 
-def layer_data_for_source(source: SourceLike) -> list[LayerData]:
-    """Every layer a source holds: images first, then segmentations, then points."""
+def layer_data_for_source(source: SourceLike, *, streaming: bool = False) -> list[LayerData]:
+    """Every layer a source holds: images first, then segmentations, then points.
+
+    ``streaming`` is passed on to :func:`volume_layer_data`.
+    """
     order = {"image": 0, "segmentation": 1, "points": 2}
     entries = sorted(list_contents(source), key=lambda e: order[e.kind])
     layers: list[LayerData] = []
@@ -118,7 +137,8 @@ def layer_data_for_source(source: SourceLike) -> list[LayerData]:
             if entry.kind == "points":
                 layers.append(points_layer_data(open_points(entry.source)))
             else:
-                layers.append(volume_layer_data(open_volume(entry.source), name=entry.name))
+                volume = open_volume(entry.source)
+                layers.append(volume_layer_data(volume, name=entry.name, streaming=streaming))
         except ConnectoError as exc:  # one bad entry must not sink the others
             logger.warning("skipping %s: %s", entry.source, exc)
             failures.append(exc)

@@ -19,7 +19,13 @@ DEFAULT_FIELD_OF_VIEW_VOXELS = 512
 
 
 def add_sources(viewer: napari.Viewer, sources: Sequence[SourceLike]) -> list[Any]:
-    """Add every layer of each source to ``viewer``; return the new layers."""
+    """Add every layer of each source to ``viewer``; return the new layers.
+
+    Volumes stream in the background through the viewer's streaming controller.
+    """
+    from napari_connecto.viewer.streaming import controller_for
+
+    controller_for(viewer)
     added = []
     for source in sources:
         for data, meta, kind in napari_layer_data(source):

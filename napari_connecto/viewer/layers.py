@@ -12,15 +12,18 @@ if TYPE_CHECKING:
 __all__ = ["napari_layer_data"]
 
 
-def napari_layer_data(source: SourceLike) -> list[LayerData]:
+def napari_layer_data(source: SourceLike, *, streaming: bool = True) -> list[LayerData]:
     """All layers of ``source``, ready for ``viewer.add_<type>(data, **meta)``.
+
+    Volumes stream by default: add them to a viewer that has a
+    :func:`~napari_connecto.viewer.streaming.controller_for` controller.
 
     Labels whose background id is not 0 (CREMI's 0xFFFFFFFFFFFFFFFF) get a
     colormap that keeps that id transparent.
     """
     from napari.utils.colormaps import label_colormap
 
-    layers = layer_data_for_source(source)
+    layers = layer_data_for_source(source, streaming=streaming)
     for _, meta, kind in layers:
         background = meta.get("metadata", {}).get("connecto_background_label", 0)
         if kind == "labels" and background:

@@ -12,7 +12,7 @@ from napari_connecto.errors import RegionError
 if TYPE_CHECKING:
     from napari_connecto.volume.volume import Volume
 
-__all__ = ["LevelArray", "normalize_index"]
+__all__ = ["LevelArray", "compose_ranges", "normalize_index"]
 
 _Key = Any
 
@@ -55,7 +55,7 @@ def normalize_index(
 _Range = tuple[int, int, int]
 
 
-def _compose(outer: _Range, inner: _Range) -> _Range:
+def compose_ranges(outer: _Range, inner: _Range) -> _Range:
     """Range ``inner`` (in the coordinates of view ``outer``) in base coordinates."""
     o_start, _, o_step = outer
     i_start, i_stop, i_step = inner
@@ -127,7 +127,7 @@ class LevelArray:
         ranges, kept = normalize_index(key, self.shape)
         if any(step < 0 for _, _, step in ranges):
             raise IndexError("negative slice steps are not supported")
-        region = tuple(_compose(o, i) for o, i in zip(self._region, ranges, strict=True))
+        region = tuple(compose_ranges(o, i) for o, i in zip(self._region, ranges, strict=True))
         if all(kept):
             return LevelArray(self._volume, self._scale, region)  # type: ignore[arg-type]
         block = self._read(region)

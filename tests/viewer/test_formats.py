@@ -8,6 +8,7 @@ import pytest
 import tensorstore as ts
 
 import napari_connecto as nc
+from napari_connecto.viewer.streaming import wait_until_loaded
 from tests.viewer.test_reader import screen_footprint
 
 pytestmark = pytest.mark.gui
@@ -89,6 +90,7 @@ def test_format_opens_aligned_with_stored_pixels(writer, make_napari_viewer, tmp
         np.testing.assert_allclose(layer.scale, (40.0, 4.0, 4.0))
         np.testing.assert_allclose(layer.translate, origin)
     image, labels = layers[:2]
+    assert wait_until_loaded(viewer, 30)
     # The exact uint64 id at a world position inside the labelled box.
     centre = np.array(origin) + np.array([40.0, 40 * 4.0, 60 * 4.0])
     assert labels.get_value(tuple(centre), world=True) == 2**63 + 9
@@ -101,6 +103,7 @@ def test_format_opens_aligned_with_stored_pixels(writer, make_napari_viewer, tmp
     for layer in layers[2:]:
         layer.visible = False
     viewer.reset_view()
+    assert wait_until_loaded(viewer, 30)
     shot = viewer.screenshot(canvas_only=True, flash=False)
     seen = screen_footprint(shot, SHAPE[1:])
     close = np.abs(seen - _pattern()[0].astype(float)) <= 12
@@ -119,6 +122,7 @@ def test_cremi_background_id_is_transparent(make_napari_viewer, tmp_path):
     labels = viewer.layers[0]
     assert labels.colormap.background_value == 2**64 - 1
     viewer.reset_view()
+    assert wait_until_loaded(viewer, 30)
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     lit = shot.sum(axis=-1) > 30
     cols = np.nonzero(lit.any(axis=0))[0]

@@ -10,7 +10,8 @@ from ome_zarr.writer import write_multiscale
 
 import napari_connecto as nc
 from napari_connecto._reader import get_reader
-from napari_connecto.volume import LevelArray
+from napari_connecto.cache import StreamingLevel
+from napari_connecto.viewer.streaming import wait_until_loaded
 from tests.viewer.conftest import AXES
 
 pytestmark = pytest.mark.gui
@@ -34,7 +35,9 @@ def test_viewer_open_through_plugin(make_napari_viewer, ome_dataset):
         assert layer.multiscale
         np.testing.assert_allclose(layer.scale, (40.0, 4.0, 4.0))
         np.testing.assert_allclose(layer.translate, (400.0, 40.0, 20.0))
-        assert isinstance(layer.data[0], LevelArray)
+        assert isinstance(layer.data[0], StreamingLevel)
+        assert layer.data[0].stream.streaming  # inside a viewer, reads never wait
+    assert wait_until_loaded(viewer, 30)
     assert img.contrast_limits == [0.0, 255.0]
     assert seg.data[0].dtype == np.uint64
     # The id under a world position is the exact uint64 stored (no float, no uint32).
@@ -58,6 +61,7 @@ def test_screenshot_shows_the_stored_pixels(make_napari_viewer, ome_dataset, tmp
     nc.view(path, viewer=viewer)
     viewer.layers["cells"].visible = False
     viewer.reset_view()
+    assert wait_until_loaded(viewer, 30)
     shot = viewer.screenshot(canvas_only=True, flash=False)
     seen = screen_footprint(shot, image.shape[1:])
     close = np.abs(seen - image[0].astype(float)) <= 12
@@ -73,7 +77,11 @@ def test_view_centres_on_nm_position(make_napari_viewer, ome_dataset):
 
 
 def test_viewer_reads_only_the_displayed_plane(make_napari_viewer, tmp_path):
-    """napari cuts the window out of the whole level first: that must not read every section."""
+    """napari cuts the window out of the whole level first: that must not read every section.
+
+    Without a streaming controller (a script adding the layer) reads block the
+    caller, but still fetch only the chunks holding the displayed section.
+    """
     from napari_connecto.layers import volume_layer_data
 
     data = np.arange(64 * 256 * 256, dtype=np.uint32).reshape(64, 256, 256) % 251
@@ -85,6 +93,7 @@ def test_viewer_reads_only_the_displayed_plane(make_napari_viewer, tmp_path):
         coordinate_transformations=[
             [{"type": "scale", "scale": [40.0, 4.0 * f, 4.0 * f]}] for f in (1, 2, 4)
         ],
+        storage_options={"chunks": (4, 128, 128)},
     )
     vol = nc.open_volume(tmp_path / "deep.zarr")
     reads = []
@@ -99,15 +108,16 @@ def test_viewer_reads_only_the_displayed_plane(make_napari_viewer, tmp_path):
     levels, meta, _ = volume_layer_data(vol)
     meta.pop("units", None)
     layer = viewer.add_image(levels, **meta)
+    assert not layer.data[0].stream.streaming
     reads.clear()
     viewer.dims.set_point(0, 40.0 * 37)
     assert reads, "moving to a section read nothing"
-    assert all(stop[0] - start[0] == 1 for _, start, stop in reads), reads
-    # Section 37 is read at the level napari displays (and at the thumbnail's level).
-    assert {start[0] for _, start, _ in reads} == {37}
+    # Only the chunks holding section 37 (z 36..40), at the displayed and thumbnail levels.
+    assert {(start[0], stop[0]) for _, start, stop in reads} == {(36, 40)}
     assert layer.data_level in {scale for scale, _, _ in reads}
+    assert np.array_equal(np.asarray(layer.data[layer.data_level][37, :8, :8]), data[37, :8, :8])
     # 3D display uses the coarsest level, read whole through the same lazy views.
     reads.clear()
     viewer.dims.ndisplay = 3
     assert {scale for scale, _, _ in reads} == {len(levels) - 1}
-    assert any(stop[0] - start[0] == data.shape[0] for _, start, stop in reads)
+    assert np.array_equal(np.asarray(layer.data[-1]), data[:, ::4, ::4])

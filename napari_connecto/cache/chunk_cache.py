@@ -1,0 +1,201 @@
+"""Decoded chunks under one byte budget: least-recently-used eviction, visible chunks pinned."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CacheStats", "ChunkCache", "ChunkKey"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkKey:
+    """Names one decoded block of one level of one streamed volume."""
+
+    volume: int
+    """Token of the :class:`~napari_connecto.cache.streaming.StreamingVolume`."""
+    level: int
+    """Scale index (0 = finest)."""
+    block: tuple[int, int, int]
+    """Block index along z, y, x."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A snapshot of what the cache holds."""
+
+    nbytes: int
+    """Bytes held now."""
+    peak_nbytes: int
+    """Most bytes ever held at once."""
+    budget: int
+    """The byte budget."""
+    chunks: int
+    """Number of chunks held."""
+    pinned: int
+    """Chunks that cannot be evicted because a view shows them."""
+    evictions: int
+    """Chunks evicted to make room so far."""
+    rejected: int
+    """Chunks not stored because pinned chunks left no room."""
+
+
+class ChunkCache:
+    """Decoded chunks held under a byte budget; thread-safe.
+
+    Inserting evicts the least recently used chunks that no view has pinned.
+    A chunk that does not fit even after evicting every unpinned chunk is
+    refused, so the cache never holds more than its budget.
+
+    Parameters
+    ----------
+    budget : int
+        Most bytes to hold.
+    """
+
+    def __init__(self, budget: int) -> None:
+        if budget <= 0:
+            raise ValueError(f"cache budget must be positive, got {budget}")
+        self._budget = int(budget)
+        self._lock = threading.Lock()
+        self._chunks: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
+        self._nbytes = 0
+        self._peak = 0
+        self._pins: dict[Hashable, frozenset[ChunkKey]] = {}
+        self._pin_counts: dict[ChunkKey, int] = {}
+        self._evictions = 0
+        self._rejected = 0
+
+    # -- budget ---------------------------------------------------------------------
+    @property
+    def budget(self) -> int:
+        """Most bytes held at once."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, value: int) -> None:
+        if value <= 0:
+            raise ValueError(f"cache budget must be positive, got {value}")
+        with self._lock:
+            self._budget = int(value)
+            self._evict_until(self._budget)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return self._nbytes
+
+    def stats(self) -> CacheStats:
+        """A consistent snapshot of the counters."""
+        with self._lock:
+            return CacheStats(
+                nbytes=self._nbytes,
+                peak_nbytes=self._peak,
+                budget=self._budget,
+                chunks=len(self._chunks),
+                pinned=sum(1 for k in self._pin_counts if k in self._chunks),
+                evictions=self._evictions,
+                rejected=self._rejected,
+            )
+
+    def reset_peak(self) -> None:
+        """Start measuring the peak from the current size."""
+        with self._lock:
+            self._peak = self._nbytes
+
+    # -- chunks ---------------------------------------------------------------------
+    def get(self, key: ChunkKey) -> np.ndarray | None:
+        """The chunk, marked as recently used, or ``None``."""
+        with self._lock:
+            chunk = self._chunks.get(key)
+            if chunk is not None:
+                self._chunks.move_to_end(key)
+            return chunk
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._chunks
+
+    def put(self, key: ChunkKey, chunk: np.ndarray) -> bool:
+        """Store ``chunk`` (read-only from now on); return whether it was kept."""
+        chunk.flags.writeable = False
+        size = int(chunk.nbytes)
+        with self._lock:
+            old = self._chunks.pop(key, None)
+            if old is not None:
+                self._nbytes -= int(old.nbytes)
+            if not self._evict_until(self._budget - size):
+                self._rejected += 1
+                logger.warning(
+                    "chunk cache full of chunks in view (%d bytes); %s not kept", self._nbytes, key
+                )
+                return False
+            self._chunks[key] = chunk
+            self._nbytes += size
+            self._peak = max(self._peak, self._nbytes)
+            return True
+
+    def discard(self, keys: Iterable[ChunkKey]) -> int:
+        """Drop ``keys`` (pinned or not); return how many were held."""
+        dropped = 0
+        with self._lock:
+            for key in keys:
+                chunk = self._chunks.pop(key, None)
+                if chunk is not None:
+                    self._nbytes -= int(chunk.nbytes)
+                    dropped += 1
+        return dropped
+
+    def discard_where(self, predicate: Callable[[ChunkKey], bool]) -> int:
+        """Drop every chunk whose key matches ``predicate``; return how many."""
+        with self._lock:
+            doomed = [k for k in self._chunks if predicate(k)]
+        return self.discard(doomed)
+
+    # -- pins -----------------------------------------------------------------------
+    def pin(self, owner: Hashable, keys: Iterable[ChunkKey]) -> None:
+        """Make ``keys`` the chunks ``owner`` (a view) needs kept; replaces its previous pins."""
+        new = frozenset(keys)
+        with self._lock:
+            old = self._pins.get(owner, frozenset())
+            for key in old - new:
+                count = self._pin_counts[key] - 1
+                if count:
+                    self._pin_counts[key] = count
+                else:
+                    del self._pin_counts[key]
+            for key in new - old:
+                self._pin_counts[key] = self._pin_counts.get(key, 0) + 1
+            if new:
+                self._pins[owner] = new
+            else:
+                self._pins.pop(owner, None)
+
+    def unpin(self, owner: Hashable) -> None:
+        """Release every pin of ``owner``."""
+        self.pin(owner, ())
+
+    def is_pinned(self, key: ChunkKey) -> bool:
+        """Whether some view pins ``key``."""
+        return key in self._pin_counts
+
+    # -- internals ------------------------------------------------------------------
+    def _evict_until(self, target: int) -> bool:
+        """Evict unpinned chunks, oldest first, until at most ``target`` bytes are held."""
+        if self._nbytes <= target:
+            return True
+        for key in list(self._chunks):
+            if self._nbytes <= target:
+                break
+            if key in self._pin_counts:
+                continue
+            chunk = self._chunks.pop(key)
+            self._nbytes -= int(chunk.nbytes)
+            self._evictions += 1
+        return self._nbytes <= target

@@ -1,0 +1,131 @@
+"""One streamed pyramid level as napari data (``LayerDataProtocol``)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_connecto.errors import RegionError
+from napari_connecto.volume.level import compose_ranges, normalize_index
+
+if TYPE_CHECKING:
+    from napari_connecto.cache.streaming import LayerStream
+
+__all__ = ["StreamingLevel"]
+
+_Range = tuple[int, int, int]
+
+
+class StreamingLevel:
+    """A lazy view of one level of a streamed layer, in display index space.
+
+    Slice-only indexing returns another lazy view. Indexing that drops an axis,
+    or ``np.asarray``, reads: in streaming mode (inside the viewer) at once from
+    the cache, queueing what is missing; in blocking mode (scripts) it waits for
+    real data. Use :attr:`blocking` to force a waiting read from a streamed layer.
+
+    Parameters
+    ----------
+    stream : LayerStream
+        The layer's streaming state.
+    level : int
+        Index of the level (0 = finest).
+    region : tuple of (start, stop, step), optional
+        The part of the level this view shows; default all of it.
+    force_blocking : bool
+        Always wait for real data, whatever the stream's mode.
+    """
+
+    def __init__(
+        self,
+        stream: LayerStream,
+        level: int,
+        region: tuple[_Range, ...] | None = None,
+        *,
+        force_blocking: bool = False,
+    ) -> None:
+        self._stream = stream
+        self._level = level
+        geom = stream.volume.levels[level]
+        self._region: tuple[_Range, ...] = region or tuple((0, n, 1) for n in geom.shape)
+        self._force_blocking = force_blocking
+        self.shape: tuple[int, ...] = tuple(len(range(*r)) for r in self._region)
+        self.dtype: np.dtype = stream.volume.dtype
+        self.chunks: tuple[int, ...] = geom.block
+
+    @property
+    def stream(self) -> LayerStream:
+        """The layer's streaming state."""
+        return self._stream
+
+    @property
+    def level(self) -> int:
+        """Index of this level."""
+        return self._level
+
+    @property
+    def blocking(self) -> StreamingLevel:
+        """The same view, but reads always wait for real data."""
+        return StreamingLevel(self._stream, self._level, self._region, force_blocking=True)
+
+    @property
+    def ndim(self) -> int:
+        """Always 3 (z, y, x)."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of voxels."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes once read."""
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray | StreamingLevel:
+        ranges, kept = normalize_index(key, self.shape)
+        if any(step < 0 for _, _, step in ranges):
+            raise IndexError("negative slice steps are not supported")
+        region = tuple(compose_ranges(o, i) for o, i in zip(self._region, ranges, strict=True))
+        if all(kept):
+            return StreamingLevel(
+                self._stream, self._level, region, force_blocking=self._force_blocking
+            )
+        block = self._read(region, probe=sum(kept) < 2)
+        return block.reshape([n for n, k in zip(block.shape, kept, strict=True) if k])
+
+    def _read(self, region: tuple[_Range, ...], *, probe: bool = False) -> np.ndarray:
+        start = tuple(lo for lo, _, _ in region)
+        stop = tuple(max(lo, hi) for lo, hi, _ in region)
+        stream = self._stream
+        if self._force_blocking and stream.streaming:
+            block = stream.read_blocking(self._level, start, stop)  # type: ignore[arg-type]
+        else:
+            block = stream.read(self._level, start, stop, probe=probe)  # type: ignore[arg-type]
+        if any(step != 1 for _, _, step in region):
+            block = block[tuple(slice(None, None, step) for _, _, step in region)]
+        return block
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        limit = self._stream.volume.volume.max_read_bytes
+        if self.nbytes > limit:
+            raise RegionError(
+                f"refusing to load all of {self.shape} {self.dtype} ({self.nbytes} bytes) "
+                "into memory; index a region instead"
+            )
+        out = self._read(self._region)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"{a}:{b}:{c}" for a, b, c in self._region)
+        mode = "streaming" if self._stream.streaming and not self._force_blocking else "blocking"
+        return (
+            f"<StreamingLevel {self._stream.volume.volume.name!r} level {self._level} "
+            f"[{where}] {self.shape} {self.dtype} {mode}>"
+        )

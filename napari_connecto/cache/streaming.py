@@ -1,0 +1,387 @@
+"""Stream a volume through the shared cache: per-volume block reads and per-layer wish lists.
+
+A :class:`StreamingVolume` knows how to fetch one cache block of one level. A
+:class:`LayerStream` is the streaming state of one napari layer: its level arrays
+(:class:`~napari_connecto.cache.level.StreamingLevel`), what it showed last, and the
+chunks it wants. In *blocking* mode (the default, for scripts) reads wait for real data;
+the viewer bridge switches a layer to *streaming* mode, where reads return at once from
+what is cached and queue the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_connecto.cache.chunk_cache import ChunkKey
+from napari_connecto.cache.compose import compose_region, hatch
+from napari_connecto.cache.pyramid import LevelGeometry, plan_pyramid
+from napari_connecto.cache.scheduler import FetchJob, FetchScheduler, Priority, Tier
+from napari_connecto.cache.service import StreamingService, default_service
+from napari_connecto.errors import ChunkError
+
+if TYPE_CHECKING:
+    from napari_connecto.cache.level import StreamingLevel
+    from napari_connecto.volume.scale import Index3
+    from napari_connecto.volume.volume import Volume
+
+__all__ = ["FailedBlock", "LayerStream", "StreamingVolume"]
+
+logger = logging.getLogger(__name__)
+
+_tokens = itertools.count(1)
+
+Region = tuple["Index3", "Index3"]
+
+
+@dataclass(frozen=True, slots=True)
+class FailedBlock:
+    """A chunk in view whose fetch failed."""
+
+    level: int
+    start: Index3
+    """Display start of the block at its level (z, y, x)."""
+    stop: Index3
+    error: str
+
+
+class StreamingVolume:
+    """A volume read block by block through the shared cache.
+
+    Parameters
+    ----------
+    volume : Volume
+        The volume to stream.
+    service : StreamingService, optional
+        Cache and scheduler; default the process-wide one.
+    """
+
+    def __init__(self, volume: Volume, service: StreamingService | None = None) -> None:
+        self.volume = volume
+        self.service = service or default_service()
+        self.token = next(_tokens)
+        self.levels: list[LevelGeometry] = plan_pyramid(volume.scales, volume.dtype.itemsize)
+        self.dtype: np.dtype = volume.dtype
+        self.fill_value = np.asarray(volume.backend.fill_value).astype(self.dtype).item()
+        self._source_limit = max(1, int(type(volume.backend).max_concurrency))
+
+    def key(self, level: int, block: Index3) -> ChunkKey:
+        """The cache key of one block."""
+        return ChunkKey(self.token, level, block)
+
+    def job(self, level: int, block: Index3, priority: Priority) -> FetchJob:
+        """A fetch request for one block."""
+        return FetchJob(
+            self.key(level, block),
+            priority,
+            lambda: self.read_block(level, block),
+            self.volume.backend,
+            self._source_limit,
+        )
+
+    def read_block(self, level: int, block: Index3) -> np.ndarray:
+        """Read and decode one block from storage (blocking; runs on a worker).
+
+        Raises
+        ------
+        ChunkError
+            If the block cannot be decoded or comes back with the wrong shape.
+        """
+        geom = self.levels[level]
+        start, stop = geom.block_bounds(block)
+        data = self.volume.read_voxels(geom.scale, start, stop)
+        expected = tuple(b - a for a, b in zip(start, stop, strict=True))
+        if data.shape != expected:
+            raise ChunkError(
+                str(self.volume.source),
+                level,
+                _region_text(start, stop),
+                f"decoded shape {data.shape}, expected {expected}",
+            )
+        return np.ascontiguousarray(data, dtype=self.dtype)
+
+    def lookup(self, level: int, block: Index3) -> np.ndarray | None:
+        """The cached block, or ``None``."""
+        return self.service.cache.get(self.key(level, block))
+
+    def invalidate(self, level: int | None = None) -> int:
+        """Forget cached blocks (after the volume was written); return how many."""
+        token = self.token
+        return self.service.cache.discard_where(
+            lambda k: k.volume == token and (level is None or k.level == level)
+        )
+
+
+def _region_text(start: Index3, stop: Index3) -> str:
+    return ",".join(f"{a}:{b}" for a, b in zip(start, stop, strict=True))
+
+
+def _center(start: Index3, stop: Index3, factor: Index3) -> np.ndarray:
+    """Centre of a display region in level-0 display voxels."""
+    return np.array([(a + b) / 2 * max(f, 1) for a, b, f in zip(start, stop, factor, strict=True)])
+
+
+class LayerStream:
+    """The streaming state of one layer: its levels, what it shows, and what it wants.
+
+    Parameters
+    ----------
+    volume : StreamingVolume
+        The volume this layer shows.
+    """
+
+    def __init__(self, volume: StreamingVolume) -> None:
+        self.volume = volume
+        self.streaming = False
+        """Whether reads return at once (viewer) instead of waiting for data (scripts)."""
+        self.current_level: Callable[[], int] | None = None
+        """Tells which level the viewer shows; reads of other levels are thumbnails."""
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._main: tuple[int, Index3, Index3] | None = None
+        self._thumb: tuple[int, Index3, Index3] | None = None
+        self._motion = np.zeros(3)
+        self._settled = False
+        self._sharp = False
+        self._prefetch_jobs: dict[ChunkKey, FetchJob] = {}
+        self._main_jobs: dict[ChunkKey, FetchJob] = {}
+        self._thumb_jobs: dict[ChunkKey, FetchJob] = {}
+        self._scheduler.listen(self, self._arrived)
+
+    @property
+    def _scheduler(self) -> FetchScheduler:
+        return self.volume.service.scheduler
+
+    def levels(self) -> list[StreamingLevel]:
+        """One lazy array per level, finest first (napari's multiscale data)."""
+        from napari_connecto.cache.level import StreamingLevel
+
+        return [StreamingLevel(self, i) for i in range(len(self.volume.levels))]
+
+    # -- what the bridge polls ---------------------------------------------------------
+    def take_dirty(self) -> bool:
+        """Whether a chunk this layer wants arrived (or failed) since the last call."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, False
+            return dirty
+
+    def peek_dirty(self) -> bool:
+        """Whether a redraw is pending, without clearing it."""
+        return self._dirty
+
+    def mark_dirty(self) -> None:
+        """Ask for a redraw (after an invalidation or a settings change)."""
+        with self._lock:
+            self._dirty = True
+
+    def _arrived(self, key: ChunkKey) -> None:
+        with self._lock:
+            self._dirty = True
+
+    @property
+    def shown(self) -> tuple[int, Index3, Index3] | None:
+        """``(level, start, stop)`` of the last region the viewer read."""
+        return self._main
+
+    @property
+    def sharp(self) -> bool:
+        """Whether the last region the viewer drew had every block of its level (no stand-ins)."""
+        return self._sharp
+
+    def failed_blocks(self) -> list[FailedBlock]:
+        """Chunks of the shown region whose fetch failed."""
+        if self._main is None:
+            return []
+        level, start, stop = self._main
+        geom = self.volume.levels[level]
+        failed = []
+        for block in geom.blocks_for(start, stop):
+            failure = self._scheduler.failure(self.volume.key(level, block))
+            if failure is not None:
+                b_start, b_stop = geom.block_display_bounds(block)
+                failed.append(FailedBlock(level, b_start, b_stop, failure.error))
+        return failed
+
+    def close(self) -> None:
+        """Stop wanting anything and release pins (the layer is gone)."""
+        self._scheduler.forget(self)
+        self.volume.service.cache.unpin(self)
+        self.streaming = False
+
+    # -- reads ---------------------------------------------------------------------------
+    def read(self, level: int, start: Index3, stop: Index3, *, probe: bool = False) -> np.ndarray:
+        """Display region ``[start, stop)`` of ``level``.
+
+        In blocking mode, waits for every block (raises the first fetch error). In
+        streaming mode, returns at once from cached blocks (coarser data or the fill
+        value where blocks are missing, stripes where they failed) and, unless
+        ``probe`` (a single-value lookup), makes the region the layer's wish list.
+        """
+        vol = self.volume
+        if not self.streaming:
+            return self.read_blocking(level, start, stop)
+        out, missing = compose_region(
+            vol.levels, level, start, stop, lookup=vol.lookup, dtype=vol.dtype, fill=vol.fill_value
+        )
+        if probe:
+            return out
+        self._hatch_failures(out, level, start, missing)
+        thumbnail = self.current_level is not None and level != self.current_level()
+        if not thumbnail:
+            self._sharp = not missing
+        self._update_wishes(level, start, stop, missing, thumbnail=thumbnail)
+        return out
+
+    def read_blocking(self, level: int, start: Index3, stop: Index3) -> np.ndarray:
+        """Display region ``[start, stop)`` of ``level``, waiting for every block."""
+        vol = self.volume
+        blocks = vol.levels[level].blocks_for(start, stop)
+        prio = Priority(Tier.BLOCKING, -level, 0.0)
+        futures = vol.service.scheduler.fetch_now(vol.job(level, b, prio) for b in blocks)
+        got = {key.block: fut.result() for key, fut in futures.items()}
+        out, _ = compose_region(
+            vol.levels,
+            level,
+            start,
+            stop,
+            lookup=lambda lv, b: got.get(b) if lv == level else None,
+            dtype=vol.dtype,
+            fill=vol.fill_value,
+        )
+        return out
+
+    def _hatch_failures(
+        self, out: np.ndarray, level: int, start: Index3, missing: list[Index3]
+    ) -> None:
+        vol = self.volume
+        if vol.volume.kind == "segmentation":
+            return  # never invent segment ids; the bridge outlines failed chunks instead
+        info = np.iinfo(vol.dtype) if vol.dtype.kind in "ui" else None
+        low, high = (info.min, info.max) if info else (0.0, 1.0)
+        hint = vol.volume.backend.contrast_limits
+        if hint is not None:
+            low, high = hint
+        for block in missing:
+            if vol.service.scheduler.failure(vol.key(level, block)) is not None:
+                b_start, b_stop = vol.levels[level].block_display_bounds(block)
+                hatch(out, start, b_start, b_stop, low=low, high=high)
+
+    # -- wish lists ----------------------------------------------------------------------
+    def _update_wishes(
+        self, level: int, start: Index3, stop: Index3, missing: list[Index3], *, thumbnail: bool
+    ) -> None:
+        vol = self.volume
+        geom = vol.levels[level]
+        centre = _center(start, stop, geom.factor)
+        if thumbnail:
+            self._thumb = (level, start, stop)
+            self._thumb_jobs = self._jobs(level, missing, Tier.PREFETCH, centre)
+        else:
+            previous = self._main
+            self._main = (level, start, stop)
+            if previous is not None and previous != self._main:
+                old = _center(previous[1], previous[2], vol.levels[previous[0]].factor)
+                self._motion = centre - old
+            if previous != self._main:
+                self._settled = False
+                self._prefetch_jobs = {}
+            self._main_jobs = self._jobs(level, missing, Tier.VISIBLE, centre)
+            if missing:
+                self._main_jobs.update(self._preview_jobs(level, start, stop, centre))
+            self._pin(level, start, stop)
+        self._submit()
+
+    def settle(self) -> None:
+        """The view stopped moving: also fetch neighbouring z-planes and ahead of the motion."""
+        if self._main is None or not self.streaming:
+            return
+        self._settled = True
+        level, start, stop = self._main
+        centre = _center(start, stop, self.volume.levels[level].factor)
+        self._prefetch_jobs = self._prefetch(level, start, stop, centre)
+        self._submit()
+
+    def _submit(self) -> None:
+        cache = self.volume.service.cache
+        jobs = {**self._prefetch_jobs, **self._thumb_jobs, **self._main_jobs}
+        self._scheduler.submit(self, (job for key, job in jobs.items() if key not in cache))
+
+    def _jobs(
+        self, level: int, blocks: list[Index3], tier: Tier, centre: np.ndarray
+    ) -> dict[ChunkKey, FetchJob]:
+        vol = self.volume
+        geom = vol.levels[level]
+        jobs = {}
+        for block in blocks:
+            b_start, b_stop = geom.block_display_bounds(block)
+            distance = float(np.linalg.norm(_center(b_start, b_stop, geom.factor) - centre))
+            job = vol.job(level, block, Priority(tier, -level, distance))
+            jobs[job.key] = job
+        return jobs
+
+    def _uncached(self, level: int, start: Index3, stop: Index3) -> list[Index3]:
+        cache = self.volume.service.cache
+        return [
+            b
+            for b in self.volume.levels[level].blocks_for(start, stop)
+            if self.volume.key(level, b) not in cache
+        ]
+
+    def _preview_jobs(
+        self, level: int, start: Index3, stop: Index3, centre: np.ndarray
+    ) -> dict[ChunkKey, FetchJob]:
+        """Blocks of a coarser level covering the region, fetched first for a quick preview."""
+        vol = self.volume
+        step = vol.service.settings.preview_levels
+        target = min(level + step, len(vol.levels) - 1)
+        here, coarse = vol.levels[level], vol.levels[target]
+        if target == level or not (here.aligned and coarse.aligned):
+            return {}
+        ratio = [c // max(h, 1) for c, h in zip(coarse.factor, here.factor, strict=True)]
+        c_start = tuple(a // r for a, r in zip(start, ratio, strict=True))
+        c_stop = tuple(-(-b // r) for b, r in zip(stop, ratio, strict=True))
+        return self._jobs(target, self._uncached(target, c_start, c_stop), Tier.VISIBLE, centre)  # type: ignore[arg-type]
+
+    def _prefetch(
+        self, level: int, start: Index3, stop: Index3, centre: np.ndarray
+    ) -> dict[ChunkKey, FetchJob]:
+        """Neighbouring z-planes and the region one move further along the motion."""
+        vol = self.volume
+        if not vol.service.settings.prefetch:
+            return {}
+        geom = vol.levels[level]
+        bz = geom.block[0]
+        regions = [
+            ((start[0] - bz, start[1], start[2]), (start[0], stop[1], stop[2])),
+            ((stop[0], start[1], start[2]), (stop[0] + bz, stop[1], stop[2])),
+        ]
+        step = self._motion / np.maximum(np.array(geom.factor), 1)
+        if np.any(np.abs(step) >= 1):
+            shift = [round(float(s)) for s in step]
+            regions.append(
+                (
+                    tuple(a + s for a, s in zip(start, shift, strict=True)),
+                    tuple(b + s for b, s in zip(stop, shift, strict=True)),
+                )
+            )
+        jobs: dict[ChunkKey, FetchJob] = {}
+        for r_start, r_stop in regions:
+            blocks = self._uncached(level, r_start, r_stop)  # type: ignore[arg-type]
+            jobs.update(self._jobs(level, blocks, Tier.PREFETCH, centre))
+        return jobs
+
+    def _pin(self, level: int, start: Index3, stop: Index3) -> None:
+        vol = self.volume
+        keys = [vol.key(level, b) for b in vol.levels[level].blocks_for(start, stop)]
+        budget_share = vol.service.cache.budget // 2
+        size = math.prod(vol.levels[level].block) * vol.dtype.itemsize
+        if len(keys) * size > budget_share:
+            keys = keys[: budget_share // max(size, 1)]  # never pin more than half the budget
+        vol.service.cache.pin(self, keys)

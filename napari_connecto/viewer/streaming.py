@@ -1,0 +1,323 @@
+"""The viewer bridge: streamed layers refresh on the main thread as their chunks arrive.
+
+Worker threads never touch Qt or napari: they fill the cache and raise a flag on the
+layer's :class:`~napari_connecto.cache.LayerStream`. A ``QTimer`` on the main thread
+polls those flags, refreshing each changed layer at most once per tick (~30 ms), updates
+the outline of failed chunks and the statistics. View changes (camera centre and zoom,
+dims, canvas size, 2D/3D) are debounced with a second ``QTimer``; when the view settles
+the layers prefetch around it, and in 3D each streamed layer is pinned to the finest
+level that fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_connecto.cache.level import StreamingLevel
+from napari_connecto.cache.service import StreamingService, default_service
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+    from napari_connecto.cache.streaming import LayerStream
+
+__all__ = [
+    "MAX_3D_VOXELS",
+    "StreamingController",
+    "StreamingStatus",
+    "controller_for",
+    "stream_of",
+    "wait_until_loaded",
+]
+
+logger = logging.getLogger(__name__)
+
+REFRESH_INTERVAL_MS = 30
+"""Most one refresh per layer per tick: about one per frame."""
+SETTLE_MS = 100
+"""A view change counts as finished after this long without another."""
+THUMBNAIL_INTERVAL_S = 1.0
+"""Layer-list thumbnails are refreshed at most this often while data streams in."""
+MAX_3D_VOXELS = 2**24
+"""In 3D each streamed layer shows the finest level with at most this many voxels."""
+MAX_3D_SIDE = 2048
+"""... and no side longer than this (GL texture limits)."""
+FAILED_LAYER_NAME = "failed chunks"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingStatus:
+    """What the status panel shows: Neuroglancer-style chunk statistics."""
+
+    queued: int
+    loading: int
+    failed: int
+    fetched: int
+    cache_bytes: int
+    budget_bytes: int
+    layers: int
+
+
+def stream_of(layer: Layer) -> LayerStream | None:
+    """The stream behind a layer's data, if it is a streamed volume."""
+    data = getattr(layer, "data", None)
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    return data.stream if isinstance(data, StreamingLevel) else None
+
+
+class StreamingController:
+    """Keeps the streamed layers of one viewer up to date. Create with :func:`controller_for`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer to serve.
+    service : StreamingService, optional
+        Cache and scheduler; default the process-wide one.
+    """
+
+    def __init__(self, viewer: napari.Viewer, service: StreamingService | None = None) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._viewer_ref = weakref.ref(viewer)
+        self.service = service or default_service()
+        self._layers: dict[int, tuple[weakref.ReferenceType[Layer], LayerStream]] = {}
+        self._pinned_3d: set[int] = set()
+        self._last_thumbnail = 0.0
+        self._failed_layer: Any = None
+        self._tick = QTimer()
+        self._tick.setInterval(REFRESH_INTERVAL_MS)
+        self._tick.timeout.connect(self._on_tick)
+        self._settle = QTimer()
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(SETTLE_MS)
+        self._settle.timeout.connect(self._on_settled)
+        self.refresh_count = 0
+        """How many layer refreshes arriving chunks caused (for tests and benchmarks)."""
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+        viewer.scene.camera.events.center.connect(self._on_view_changed)
+        viewer.scene.camera.events.zoom.connect(self._on_view_changed)
+        viewer.dims.events.current_step.connect(self._on_view_changed)
+        viewer.dims.events.ndisplay.connect(self._on_view_changed)
+        viewer.canvas.events.size.connect(self._on_view_changed)
+        for layer in list(viewer.layers):
+            self._adopt(layer)
+
+    # -- layers ------------------------------------------------------------------------
+    @property
+    def viewer(self) -> napari.Viewer | None:
+        """The viewer, while it exists."""
+        return self._viewer_ref()
+
+    def streams(self) -> list[tuple[Layer, LayerStream]]:
+        """Every streamed layer still in the viewer, with its stream."""
+        out = []
+        for ref, stream in list(self._layers.values()):
+            layer = ref()
+            if layer is not None:
+                out.append((layer, stream))
+        return out
+
+    def _on_inserted(self, event: Any) -> None:
+        self._adopt(event.value)
+
+    def _on_removed(self, event: Any) -> None:
+        entry = self._layers.pop(id(event.value), None)
+        if entry is not None:
+            entry[1].close()
+        if not self._layers:
+            self._tick.stop()
+
+    def _adopt(self, layer: Layer) -> None:
+        stream = stream_of(layer)
+        if stream is None or id(layer) in self._layers:
+            return
+        ref = weakref.ref(layer)
+
+        def current_level() -> int:
+            lay = ref()
+            return int(lay.data_level) if lay is not None and lay.multiscale else 0
+
+        stream.current_level = current_level
+        stream.streaming = True
+        self._layers[id(layer)] = (ref, stream)
+        self._tick.start()
+        if self.viewer is not None and self.viewer.dims.ndisplay == 3:
+            self._fit_3d(layer)
+
+    # -- ticks (main thread) -------------------------------------------------------------
+    def _on_tick(self) -> None:
+        now = time.monotonic()
+        thumbnails = now - self._last_thumbnail >= THUMBNAIL_INTERVAL_S
+        refreshed = False
+        for layer, stream in self.streams():
+            if stream.take_dirty():
+                layer.refresh(thumbnail=thumbnails, extent=False, highlight=False)
+                self.refresh_count += 1
+                refreshed = True
+        if refreshed and thumbnails:
+            self._last_thumbnail = now
+        self._update_failed_outline()
+
+    def _on_view_changed(self, event: Any = None) -> None:
+        self._settle.start()
+
+    def _on_settled(self) -> None:
+        viewer = self.viewer
+        if viewer is None:
+            return
+        three_d = viewer.dims.ndisplay == 3
+        for layer, stream in self.streams():
+            if three_d:
+                self._fit_3d(layer)
+            else:
+                self._unfit_3d(layer)
+                stream.settle()
+
+    # -- 3D --------------------------------------------------------------------------------
+    def _fit_3d(self, layer: Layer) -> None:
+        if not layer.multiscale or layer.locked_data_level is not None:
+            return
+        shapes = [tuple(level.shape) for level in layer.data]
+        fitting = [
+            i
+            for i, shape in enumerate(shapes)
+            if math.prod(shape) <= MAX_3D_VOXELS and max(shape) <= MAX_3D_SIDE
+        ]
+        layer.locked_data_level = fitting[0] if fitting else len(shapes) - 1
+        self._pinned_3d.add(id(layer))
+
+    def _unfit_3d(self, layer: Layer) -> None:
+        if id(layer) in self._pinned_3d:
+            self._pinned_3d.discard(id(layer))
+            layer.locked_data_level = None
+
+    # -- failures ---------------------------------------------------------------------------
+    def _update_failed_outline(self) -> None:
+        viewer = self.viewer
+        if viewer is None:
+            return
+        rects = []
+        if viewer.dims.ndisplay == 2:
+            for layer, stream in self.streams():
+                if not layer.visible:
+                    continue
+                for failed in stream.failed_blocks():
+                    rects.append(self._world_rect(layer, failed.level, failed.start, failed.stop))
+        self._show_failed(viewer, rects)
+
+    @staticmethod
+    def _world_rect(
+        layer: Layer, level: int, start: tuple[int, ...], stop: tuple[int, ...]
+    ) -> np.ndarray:
+        factor = np.asarray(layer.downsample_factors[level]) if layer.multiscale else np.ones(3)
+        scale, translate = np.asarray(layer.scale), np.asarray(layer.translate)
+        lo = translate + np.asarray(start) * factor * scale
+        hi = translate + np.asarray(stop) * factor * scale
+        return np.array([[lo[1], lo[2]], [lo[1], hi[2]], [hi[1], hi[2]], [hi[1], lo[2]]])
+
+    def _show_failed(self, viewer: napari.Viewer, rects: list[np.ndarray]) -> None:
+        layer = self._failed_layer
+        if layer is not None and layer not in viewer.layers:
+            layer = self._failed_layer = None
+        if not rects:
+            if layer is not None:
+                viewer.layers.remove(layer)
+                self._failed_layer = None
+            return
+        if layer is None:
+            self._failed_layer = viewer.add_shapes(
+                rects,
+                shape_type="polygon",
+                name=FAILED_LAYER_NAME,
+                edge_color="#ff3b30",
+                face_color=[1.0, 0.23, 0.19, 0.25],
+                edge_width=float(np.ptp(rects[0][:, 0])) / 24 or 1.0,
+                metadata={"connecto_failed_chunks": True},
+            )
+            viewer.layers.selection.clear()
+        elif len(layer.data) != len(rects) or not all(
+            np.allclose(a, b) for a, b in zip(layer.data, rects, strict=True)
+        ):
+            layer.data = rects
+
+    # -- status and commands ---------------------------------------------------------------
+    def status(self) -> StreamingStatus:
+        """Chunk statistics and cache use right now."""
+        sched = self.service.scheduler.stats()
+        cache = self.service.cache.stats()
+        return StreamingStatus(
+            queued=sched.queued,
+            loading=sched.loading,
+            failed=sched.failed,
+            fetched=sched.fetched,
+            cache_bytes=cache.nbytes,
+            budget_bytes=cache.budget,
+            layers=len(self._layers),
+        )
+
+    def retry_failed(self) -> int:
+        """Fetch every failed chunk in view again now; return how many."""
+        count = self.service.scheduler.retry_failed()
+        for _, stream in self.streams():
+            stream.mark_dirty()
+        return count
+
+    def settled(self) -> bool:
+        """Whether every wanted chunk has arrived or failed for good and every layer is drawn."""
+        if self._settle.isActive() or not self.service.scheduler.idle():
+            return False
+        return not any(stream.peek_dirty() for _, stream in self.streams())
+
+    def close(self) -> None:
+        """Stop refreshing and release every stream."""
+        self._tick.stop()
+        self._settle.stop()
+        for _, stream in self.streams():
+            stream.close()
+        self._layers.clear()
+
+
+_controllers: dict[int, StreamingController] = {}
+
+
+def controller_for(viewer: napari.Viewer) -> StreamingController:
+    """The streaming controller of ``viewer``, created on first use."""
+    controller = _controllers.get(id(viewer))
+    if controller is None or controller.viewer is not viewer:
+        controller = StreamingController(viewer)
+        _controllers[id(viewer)] = controller
+        weakref.finalize(viewer, _controllers.pop, id(viewer), None)
+    return controller
+
+
+def wait_until_loaded(viewer: napari.Viewer, timeout: float = 30.0) -> bool:
+    """Process Qt events until the streamed layers of ``viewer`` are complete.
+
+    Returns whether they completed within ``timeout`` seconds (for screenshots and tests).
+    """
+    from qtpy.QtWidgets import QApplication
+
+    controller = controller_for(viewer)
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        QApplication.processEvents()
+        if controller.settled():
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 2 * REFRESH_INTERVAL_MS / 1000:
+                return True
+        else:
+            quiet_since = None
+        time.sleep(0.005)
+    return False
