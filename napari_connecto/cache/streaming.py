@@ -230,9 +230,9 @@ class LayerStream:
         out, missing = compose_region(
             vol.levels, level, start, stop, lookup=vol.lookup, dtype=vol.dtype, fill=vol.fill_value
         )
+        self._hatch_failures(out, level, start, missing)
         if probe:
             return out
-        self._hatch_failures(out, level, start, missing)
         thumbnail = self.current_level is not None and level != self.current_level()
         if not thumbnail:
             self._sharp = not missing

@@ -227,15 +227,14 @@ class StreamingController:
         return np.array([[lo[1], lo[2]], [lo[1], hi[2]], [hi[1], hi[2]], [hi[1], lo[2]]])
 
     def _show_failed(self, viewer: napari.Viewer, rects: list[np.ndarray]) -> None:
+        # The outline layer is emptied and hidden, never removed: removing a Shapes layer
+        # can crash vispy's GL drawing under Mesa (napari issue #6472).
         layer = self._failed_layer
         if layer is not None and layer not in viewer.layers:
             layer = self._failed_layer = None
-        if not rects:
-            if layer is not None:
-                viewer.layers.remove(layer)
-                self._failed_layer = None
-            return
         if layer is None:
+            if not rects:
+                return
             self._failed_layer = viewer.add_shapes(
                 rects,
                 shape_type="polygon",
@@ -246,10 +245,24 @@ class StreamingController:
                 metadata={"connecto_failed_chunks": True},
             )
             viewer.layers.selection.clear()
-        elif len(layer.data) != len(rects) or not all(
+            return
+        same = len(layer.data) == len(rects) and all(
             np.allclose(a, b) for a, b in zip(layer.data, rects, strict=True)
-        ):
-            layer.data = rects
+        )
+        if not same:
+            if rects:
+                layer.data = rects
+                layer.shape_type = "polygon"
+            else:
+                layer.data = []
+        layer.visible = bool(rects)
+
+    def failed_outline(self) -> list[np.ndarray]:
+        """The outlines (y, x corners in nm) of failed chunks now shown in the viewer."""
+        layer = self._failed_layer
+        if layer is None or not layer.visible:
+            return []
+        return [np.asarray(r) for r in layer.data]
 
     # -- status and commands ---------------------------------------------------------------
     def status(self) -> StreamingStatus:

@@ -210,24 +210,30 @@ def test_failed_chunk_is_shown_as_failed_and_recovers_on_retry(make_napari_viewe
     _look_at(viewer, *bad, zoom=0.5)
     assert layer.data_level == 0
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and FAILED_LAYER_NAME not in viewer.layers:
+    while time.monotonic() < deadline and not controller.failed_outline():
         from qtpy.QtWidgets import QApplication
 
         QApplication.processEvents()
     assert FAILED_LAYER_NAME in viewer.layers, "no outline of the failed chunk"
-    outline = viewer.layers[FAILED_LAYER_NAME]
-    (rect,) = outline.data
+    (rect,) = controller.failed_outline()
+    assert viewer.layers[FAILED_LAYER_NAME].visible
     # The outline covers exactly the failed chunk (z 0..4, y/x 1024..1152 voxels), in nm.
     np.testing.assert_allclose(rect.min(axis=0), (1024 * 4.0, 1024 * 4.0))
     np.testing.assert_allclose(rect.max(axis=0), (1152 * 4.0, 1152 * 4.0))
     # The pixels are striped (failed), not the fill value.
-    value_low = layer.get_value((bad[0] * 40.0, 1030 * 4.0, 1030 * 4.0), world=True)
-    assert value_low is not None
+    # The chunk's pixels are stripes of the contrast limits (0 and 255), which the data
+    # never holds (32..222): failed, not the fill value and not a coarser stand-in.
+    seen = {
+        layer.get_value((bad[0] * 40.0, (1024 + i) * 4.0, 1030 * 4.0), world=True)[1]
+        for i in range(0, 128, 3)
+    }
+    assert seen == {0, 255}
     assert controller.status().failed >= 1
     backend.fail = None
     assert controller.retry_failed() >= 1
     assert wait_until_loaded(viewer, 30)
-    assert FAILED_LAYER_NAME not in viewer.layers
+    assert controller.failed_outline() == []
+    assert not viewer.layers[FAILED_LAYER_NAME].visible
     assert stream_of(layer).sharp
     got = layer.get_value((bad[0] * 40.0, bad[1] * 4.0 + 2, bad[2] * 4.0 + 2), world=True)
     truth = synthetic_voxels("image", (1, 1, 1), bad, tuple(v + 1 for v in bad))

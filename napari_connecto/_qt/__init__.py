@@ -1,0 +1,1 @@
+"""Docked Qt widgets: streaming status and settings, tables, keypoints, browser."""
