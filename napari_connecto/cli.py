@@ -53,9 +53,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size(text: str) -> int:
+    from napari_connecto.cache.service import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from None
+
+
 def _add_screenshot(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--screenshot", metavar="PNG", help="save a screenshot of the canvas and exit"
+    )
+    parser.add_argument(
+        "--cache",
+        type=_size,
+        metavar="SIZE",
+        help="chunk cache budget, e.g. 2G (default: an eighth of RAM, at most 8G; "
+        "or $NAPARI_CONNECTO_CACHE_BYTES)",
+    )
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="chunk fetches in flight (default 16)"
     )
 
 
@@ -64,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
+        _configure_cache(args)
         if args.command == "info":
             return _info(args.source, as_json=args.json)
         if args.command == "demo":
@@ -78,6 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConnectoError as exc:
         sys.stderr.write(f"napari-connecto: {exc}\n")
         return 2
+
+
+def _configure_cache(args: argparse.Namespace) -> None:
+    changes = {}
+    if getattr(args, "cache", None) is not None:
+        changes["budget_bytes"] = args.cache
+    if getattr(args, "workers", None) is not None:
+        changes["workers"] = args.workers
+    if changes:
+        from napari_connecto.cache.service import default_service
+
+        try:
+            default_service().configure(**changes)
+        except ValueError as exc:
+            raise SystemExit(f"napari-connecto: {exc}") from None
 
 
 def _info(source: str, *, as_json: bool) -> int:
@@ -127,6 +162,8 @@ def _view(sources: Sequence[Any], at: Any, screenshot: str | None) -> int:
 
     from napari_connecto.viewer.launch import go_to, view
 
+    for source in sources:  # fail with a clear message before any window opens
+        list_contents(source)
     viewer = view(*sources, at=at)
     if screenshot:
         viewer.window.resize(1400, 900)

@@ -50,6 +50,19 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert "cannot tell the format" in err and "zarr" in err
 
 
+def test_view_of_a_missing_source_fails_before_opening_a_window(tmp_path, capsys):
+    assert main(["view", str(tmp_path / "missing.zarr")]) == 2
+    assert "no such file or dataset" in capsys.readouterr().err
+
+
+def test_cache_options_are_checked(seg_zarr, capsys):
+    with pytest.raises(SystemExit):
+        main(["view", str(seg_zarr), "--cache", "lots"])
+    assert "2G" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="workers"):
+        main(["view", str(seg_zarr), "--workers", "0"])
+
+
 def test_bad_position_is_rejected(seg_zarr, capsys):
     with pytest.raises(SystemExit):
         main(["view", str(seg_zarr), "--at", "1,2"])
