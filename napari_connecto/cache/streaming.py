@@ -209,6 +209,12 @@ class LayerStream:
                 failed.append(FailedBlock(level, b_start, b_stop, failure.error))
         return failed
 
+    def pause(self) -> None:
+        """Stop fetching for this layer (hidden); its next read asks again."""
+        self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
+        self._main = self._thumb = None
+        self._scheduler.submit(self, ())
+
     def close(self) -> None:
         """Stop wanting anything and release pins (the layer is gone)."""
         self._scheduler.forget(self)

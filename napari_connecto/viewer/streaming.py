@@ -148,8 +148,14 @@ class StreamingController:
             lay = ref()
             return int(lay.data_level) if lay is not None and lay.multiscale else 0
 
+        def visibility_changed(event: Any = None) -> None:
+            lay = ref()
+            if lay is not None and not lay.visible:
+                stream.pause()
+
         stream.current_level = current_level
         stream.streaming = True
+        layer.events.visible.connect(visibility_changed)
         self._layers[id(layer)] = (ref, stream)
         self._tick.start()
         if self.viewer is not None and self.viewer.dims.ndisplay == 3:

@@ -353,3 +353,21 @@ def test_no_qt_object_is_touched_off_the_main_thread(
     assert controller.refresh_count > 0
     assert not thread_errors
     controller.close()
+
+
+def test_hidden_layers_stop_fetching(make_napari_viewer, service_settings):
+    service_settings.configure(workers=1)
+    backend = _backend(latency=0.03)
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, backend)
+    _look_at(viewer, 2, 1024, 1024, zoom=0.5)
+    layer.visible = False
+    stats = controller.service.scheduler.stats()
+    assert stats.queued == 0, "a hidden layer still has chunks queued"
+    reads_when_hidden = len(backend.reads)
+    assert wait_until_loaded(viewer, 10)
+    assert len(backend.reads) <= reads_when_hidden + 1  # at most the one already in flight
+    layer.visible = True
+    assert wait_until_loaded(viewer, 30)
+    assert stream_of(layer).sharp
+    controller.close()
