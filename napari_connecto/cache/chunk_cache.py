@@ -70,6 +70,7 @@ class ChunkCache:
         self._peak = 0
         self._pins: dict[Hashable, frozenset[ChunkKey]] = {}
         self._pin_counts: dict[ChunkKey, int] = {}
+        self._pinned_bytes = 0
         self._evictions = 0
         self._rejected = 0
 
@@ -129,15 +130,18 @@ class ChunkCache:
         with self._lock:
             old = self._chunks.pop(key, None)
             if old is not None:
-                self._nbytes -= int(old.nbytes)
-            if not self._evict_until(self._budget - size):
+                self._forget(key, old)
+            if self._pinned_bytes + size > self._budget:  # refuse before evicting anything
                 self._rejected += 1
                 logger.warning(
                     "chunk cache full of chunks in view (%d bytes); %s not kept", self._nbytes, key
                 )
                 return False
+            self._evict_until(self._budget - size)
             self._chunks[key] = chunk
             self._nbytes += size
+            if key in self._pin_counts:
+                self._pinned_bytes += size
             self._peak = max(self._peak, self._nbytes)
             return True
 
@@ -148,7 +152,7 @@ class ChunkCache:
             for key in keys:
                 chunk = self._chunks.pop(key, None)
                 if chunk is not None:
-                    self._nbytes -= int(chunk.nbytes)
+                    self._forget(key, chunk)
                     dropped += 1
         return dropped
 
@@ -170,12 +174,18 @@ class ChunkCache:
                     self._pin_counts[key] = count
                 else:
                     del self._pin_counts[key]
+                    if key in self._chunks:
+                        self._pinned_bytes -= int(self._chunks[key].nbytes)
             for key in new - old:
-                self._pin_counts[key] = self._pin_counts.get(key, 0) + 1
+                count = self._pin_counts.get(key, 0)
+                self._pin_counts[key] = count + 1
+                if not count and key in self._chunks:
+                    self._pinned_bytes += int(self._chunks[key].nbytes)
             if new:
                 self._pins[owner] = new
             else:
                 self._pins.pop(owner, None)
+            self._evict_until(self._budget)  # unpinned chunks may have kept it over budget
 
     def unpin(self, owner: Hashable) -> None:
         """Release every pin of ``owner``."""
@@ -186,6 +196,12 @@ class ChunkCache:
         return key in self._pin_counts
 
     # -- internals ------------------------------------------------------------------
+    def _forget(self, key: ChunkKey, chunk: np.ndarray) -> None:
+        """Account for ``chunk`` leaving the cache (already popped)."""
+        self._nbytes -= int(chunk.nbytes)
+        if key in self._pin_counts:
+            self._pinned_bytes -= int(chunk.nbytes)
+
     def _evict_until(self, target: int) -> bool:
         """Evict unpinned chunks, oldest first, until at most ``target`` bytes are held."""
         if self._nbytes <= target:

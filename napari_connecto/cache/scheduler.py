@@ -222,6 +222,8 @@ class FetchScheduler:
         """
         futures: dict[ChunkKey, Future[np.ndarray]] = {}
         with self._cond:
+            if self._closed:
+                raise RuntimeError("the fetch scheduler is closed")
             for job in jobs:
                 fut: Future[np.ndarray] = Future()
                 futures[job.key] = fut
@@ -260,10 +262,12 @@ class FetchScheduler:
                 self._attempts.pop(key, None)
             count = 0
             for key in keys:
+                wanted = False
                 for client, wishes in self._wishes.items():
                     if key in wishes:
                         self._want(client, wishes[key])
-                        count += 1
+                        wanted = True
+                count += wanted
             self._cond.notify_all()
             return count
 
@@ -287,21 +291,29 @@ class FetchScheduler:
             self._fetched = self._fetched_bytes = self._dropped = 0
 
     def idle(self) -> bool:
-        """Whether nothing is queued or loading (failed chunks awaiting retry count as busy)."""
+        """Whether nothing is queued or loading, and no wanted failed chunk awaits a retry."""
         with self._cond:
-            pending_retry = any(f.retry_at is not None for f in self._failures.values())
-            return not self._entries and not self._loading and not pending_retry
+            return not self._busy()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until :meth:`idle` or ``timeout`` seconds; return whether idle."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._entries or self._loading:
+            while self._busy():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                # a due retry is re-queued without a notify: look again now and then
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
         return True
+
+    def _busy(self) -> bool:
+        if self._entries or self._loading:
+            return True
+        return any(
+            failure.retry_at is not None and any(key in w for w in self._wishes.values())
+            for key, failure in self._failures.items()
+        )
 
     # -- internals (called with the lock held) ----------------------------------------
     def _want(self, client: Hashable | None, job: FetchJob) -> _Entry:

@@ -70,7 +70,7 @@ class StreamingVolume:
         self.levels: list[LevelGeometry] = plan_pyramid(volume.scales, volume.dtype.itemsize)
         self.dtype: np.dtype = volume.dtype
         self.fill_value = np.asarray(volume.backend.fill_value).astype(self.dtype).item()
-        self._source_limit = max(1, int(type(volume.backend).max_concurrency))
+        self._source_limit = max(1, int(volume.backend.max_concurrency))
 
     def key(self, level: int, block: Index3) -> ChunkKey:
         """The cache key of one block."""
@@ -182,8 +182,9 @@ class LayerStream:
             self._dirty = True
 
     def _arrived(self, key: ChunkKey) -> None:
-        with self._lock:
-            self._dirty = True
+        if key in self._main_jobs or key in self._thumb_jobs:  # prefetch changes nothing drawn
+            with self._lock:
+                self._dirty = True
 
     @property
     def shown(self) -> tuple[int, Index3, Index3] | None:
@@ -385,7 +386,15 @@ class LayerStream:
 
     def _pin(self, level: int, start: Index3, stop: Index3) -> None:
         vol = self.volume
-        keys = [vol.key(level, b) for b in vol.levels[level].blocks_for(start, stop)]
+        geom = vol.levels[level]
+        centre = _center(start, stop, geom.factor)
+        blocks = sorted(
+            geom.blocks_for(start, stop),
+            key=lambda b: float(
+                np.linalg.norm(_center(*geom.block_display_bounds(b), geom.factor) - centre)
+            ),
+        )
+        keys = [vol.key(level, b) for b in blocks]
         budget_share = vol.service.cache.budget // 2
         size = math.prod(vol.levels[level].block) * vol.dtype.itemsize
         if len(keys) * size > budget_share:

@@ -75,6 +75,7 @@ class SyntheticBackend(VolumeBackend):
     """
 
     name: ClassVar[str] = "synthetic"
+    max_concurrency: ClassVar[int] = 32
 
     def __init__(
         self,
@@ -132,13 +133,16 @@ class LatencyBackend(VolumeBackend):
         The backend that answers.
     latency : float
         Seconds to sleep before every read (like a network round trip).
-    concurrency : int
-        Reads worth running at once (the scheduler's per-source limit).
+    concurrency : int, optional
+        Reads worth running at once (the scheduler's per-source limit); default the
+        inner backend's.
     """
 
     name: ClassVar[str] = "latency"
 
-    def __init__(self, inner: VolumeBackend, latency: float = 0.0, concurrency: int = 16) -> None:
+    def __init__(
+        self, inner: VolumeBackend, latency: float = 0.0, concurrency: int | None = None
+    ) -> None:
         self.inner = inner
         self.latency = latency
         self.source = inner.source
@@ -147,7 +151,7 @@ class LatencyBackend(VolumeBackend):
         self.fill_value = inner.fill_value
         self.contrast_limits = inner.contrast_limits
         self.background_label = inner.background_label
-        self.max_concurrency = concurrency  # type: ignore[misc]
+        self.max_concurrency = concurrency or inner.max_concurrency  # type: ignore[misc]
         self.fail: Callable[[int, Index3, Index3], bool] | None = None
         """``fail(scale, start, stop)`` -> whether this read raises :class:`ChunkError`."""
         self._lock = threading.Lock()
