@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -11,10 +11,25 @@ if TYPE_CHECKING:
     from napari_connecto.cache.pyramid import LevelGeometry
     from napari_connecto.volume.scale import Index3
 
-__all__ = ["BlockLookup", "compose_region", "hatch", "paste"]
+__all__ = ["BlockLookup", "Composed", "compose_region", "hatch", "paste"]
 
 BlockLookup = Callable[[int, "Index3"], "np.ndarray | None"]
 """``lookup(level, block)`` -> the decoded block if it is at hand, else ``None``."""
+
+
+class Composed(NamedTuple):
+    """What :func:`compose_region` assembled."""
+
+    data: np.ndarray
+    """The region."""
+    missing: list[Index3]
+    """Blocks of the level that were not at hand."""
+    uncovered: list[Index3]
+    """Missing blocks that no coarser cached block stood in for (fully)."""
+
+
+_StandIn = tuple["LevelGeometry", "Index3", "Index3", np.ndarray]
+"""A cached coarser block: its level, ratio to the target level, index and data."""
 
 HATCH_PERIOD = 8
 """Stripe width, in display voxels, of the pattern drawn over failed chunks."""
@@ -44,46 +59,48 @@ def _intersect(
     return lo, hi  # type: ignore[return-value]
 
 
-def _from_coarser(
-    levels: Sequence[LevelGeometry],
-    level: int,
-    start: Index3,
-    stop: Index3,
-    *,
-    lookup: BlockLookup,
-    dtype: np.dtype,
-    fill: float,
-) -> np.ndarray | None:
-    """Display region ``[start, stop)`` of ``level`` upsampled (nearest) from a coarser level."""
-    here = levels[level]
-    if not here.aligned:
+def _ratio(coarse: LevelGeometry, here: LevelGeometry) -> Index3 | None:
+    """Voxels of ``here`` per voxel of ``coarse``, if both are aligned and it is an integer."""
+    if not (here.aligned and coarse.aligned):
         return None
-    for coarse in levels[level + 1 :]:
-        if not coarse.aligned:
-            continue
-        if any(c % h for c, h in zip(coarse.factor, here.factor, strict=True)):
-            continue
-        ratio = tuple(c // h for c, h in zip(coarse.factor, here.factor, strict=True))
-        c_start = tuple(a // r for a, r in zip(start, ratio, strict=True))
-        c_stop = tuple(-(-b // r) for b, r in zip(stop, ratio, strict=True))
-        blocks = coarse.blocks_for(c_start, c_stop)  # type: ignore[arg-type]
-        found = [lookup(coarse.scale, b) for b in blocks]
-        if not blocks or any(f is None for f in found):
-            continue
-        small = np.full(
-            tuple(b - a for a, b in zip(c_start, c_stop, strict=True)), fill, dtype=dtype
-        )
-        for block, data in zip(blocks, found, strict=True):
-            paste(small, c_start, data, coarse.block_display_bounds(block)[0])  # type: ignore[arg-type]
-        for axis, r in enumerate(ratio):
-            if r > 1:
-                small = np.repeat(small, r, axis=axis)
-        crop = tuple(
-            slice(a - ca * r, a - ca * r + (b - a))
-            for a, b, ca, r in zip(start, stop, c_start, ratio, strict=True)
-        )
-        return small[crop]
-    return None
+    if any(c % h for c, h in zip(coarse.factor, here.factor, strict=True)):
+        return None
+    return tuple(c // h for c, h in zip(coarse.factor, here.factor, strict=True))  # type: ignore[return-value]
+
+
+def _upsample(
+    small: np.ndarray, ratio: Index3, small_start: Index3, start: Index3, stop: Index3
+) -> np.ndarray:
+    """Nearest upsampling of ``small`` (placed at ``small_start``) cropped to ``[start, stop)``."""
+    for axis, r in enumerate(ratio):
+        if r > 1:
+            small = np.repeat(small, r, axis=axis)
+    crop = tuple(
+        slice(a - ca * r, b - ca * r)
+        for a, b, ca, r in zip(start, stop, small_start, ratio, strict=True)
+    )
+    return small[crop]
+
+
+def _paint_block(
+    out: np.ndarray, out_start: Index3, bbox: tuple[Index3, Index3], stand_in: _StandIn
+) -> None:
+    """Paint one coarser block, upsampled, over its footprint inside ``bbox``."""
+    coarse, ratio, block, data = stand_in
+    b_start = coarse.block_display_bounds(block)[0]
+    lo = tuple(
+        max((s + o) * r, a) for s, o, r, a in zip(b_start, (0, 0, 0), ratio, bbox[0], strict=True)
+    )
+    hi = tuple(
+        min((s + n) * r, b) for s, n, r, b in zip(b_start, data.shape, ratio, bbox[1], strict=True)
+    )
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        return
+    c_lo = tuple(a // r for a, r in zip(lo, ratio, strict=True))
+    c_hi = tuple(-(-b // r) for b, r in zip(hi, ratio, strict=True))
+    piece = data[tuple(slice(a - s, b - s) for a, b, s in zip(c_lo, c_hi, b_start, strict=True))]
+    target = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, out_start, strict=True))
+    out[target] = _upsample(piece, ratio, c_lo, lo, hi)  # type: ignore[arg-type]
 
 
 def compose_region(
@@ -95,37 +112,96 @@ def compose_region(
     lookup: BlockLookup,
     dtype: np.dtype,
     fill: float,
-) -> tuple[np.ndarray, list[Index3]]:
+) -> Composed:
     """Display region ``[start, stop)`` of one level from whatever blocks are at hand.
+
+    Where a block of ``level`` is missing, the region shows the finest coarser level
+    that has a cached block there (upsampled, nearest), else ``fill``.
 
     Returns
     -------
-    numpy.ndarray
-        The region: exact where the level's blocks are at hand, upsampled from
-        the finest coarser level that covers a missing block, else ``fill``.
-    list of tuple
-        The blocks of ``level`` that were not at hand.
+    Composed
+        The region, the blocks of ``level`` that were missing, and those of them that
+        no coarser cached block stood in for.
     """
     geom = levels[level]
     out = np.full(tuple(b - a for a, b in zip(start, stop, strict=True)), fill, dtype=dtype)
+    present: list[tuple[Index3, np.ndarray]] = []
     missing: list[Index3] = []
     for block in geom.blocks_for(start, stop):
         data = lookup(level, block)
         if data is None:
             missing.append(block)
         else:
-            paste(out, start, data, geom.block_display_bounds(block)[0])
-    for block in missing:
-        b_start, b_stop = geom.block_display_bounds(block)
-        part = _intersect(b_start, b_stop, start, stop)
-        if part is None:
+            present.append((block, data))
+    uncovered = missing
+    if missing:
+        uncovered = _paint_stand_ins(out, levels, level, (start, stop), missing, lookup=lookup)
+    for block, data in present:
+        paste(out, start, data, geom.block_display_bounds(block)[0])
+    return Composed(out, missing, uncovered)
+
+
+def _paint_stand_ins(
+    out: np.ndarray,
+    levels: Sequence[LevelGeometry],
+    level: int,
+    region: tuple[Index3, Index3],
+    missing: list[Index3],
+    *,
+    lookup: BlockLookup,
+) -> list[Index3]:
+    """Paint coarser cached blocks over the missing ones; return the missing left uncovered.
+
+    Levels are gathered finest first until one covers the whole gap; they are then
+    painted coarsest first, so the finest data available wins everywhere.
+    """
+    geom = levels[level]
+    start, stop = region
+    bounds = [geom.block_display_bounds(b) for b in missing]
+    lo = tuple(max(min(b[0][i] for b in bounds), start[i]) for i in range(3))
+    hi = tuple(min(max(b[1][i] for b in bounds), stop[i]) for i in range(3))
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        return []
+    chain: list[tuple[LevelGeometry, Index3, set[Index3]]] = []
+    paint: list[list[_StandIn]] = []
+    for coarse in levels[level + 1 :]:
+        ratio = _ratio(coarse, geom)
+        if ratio is None:
             continue
-        upsampled = _from_coarser(
-            levels, level, part[0], part[1], lookup=lookup, dtype=dtype, fill=fill
+        c_lo = tuple(a // r for a, r in zip(lo, ratio, strict=True))
+        c_hi = tuple(-(-b // r) for b, r in zip(hi, ratio, strict=True))
+        blocks = coarse.blocks_for(c_lo, c_hi)  # type: ignore[arg-type]
+        found = [(b, d) for b in blocks if (d := lookup(coarse.scale, b)) is not None]
+        if not found:
+            continue
+        chain.append((coarse, ratio, {b for b, _ in found}))
+        paint.append([(coarse, ratio, b, d) for b, d in found])
+        if len(found) == len(blocks):
+            break  # this level covers the whole gap; coarser ones would be painted over
+    for stand_ins in reversed(paint):
+        for stand_in in stand_ins:
+            _paint_block(out, start, (lo, hi), stand_in)
+    if chain and len(paint[-1]) == len(
+        chain[-1][0].blocks_for(*_scaled(lo, hi, chain[-1][1]))  # type: ignore[arg-type]
+    ):
+        return []
+    return [
+        block
+        for block, (b_start, b_stop) in zip(missing, bounds, strict=True)
+        if not any(
+            set(coarse.blocks_for(*_scaled(b_start, b_stop, ratio))) <= have  # type: ignore[arg-type]
+            for coarse, ratio, have in chain
         )
-        if upsampled is not None:
-            paste(out, start, upsampled, part[0])
-    return out, missing
+    ]
+
+
+def _scaled(start: Index3, stop: Index3, ratio: Index3) -> tuple[Index3, Index3]:
+    """A region of a finer level in the coordinates of a level ``ratio`` times coarser."""
+    return (
+        tuple(a // r for a, r in zip(start, ratio, strict=True)),  # type: ignore[return-value]
+        tuple(-(-b // r) for b, r in zip(stop, ratio, strict=True)),
+    )
 
 
 def hatch(

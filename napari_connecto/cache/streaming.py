@@ -234,7 +234,7 @@ class LayerStream:
         vol = self.volume
         if not self.streaming:
             return self.read_blocking(level, start, stop)
-        out, missing = compose_region(
+        out, missing, uncovered = compose_region(
             vol.levels, level, start, stop, lookup=vol.lookup, dtype=vol.dtype, fill=vol.fill_value
         )
         self._hatch_failures(out, level, start, missing)
@@ -243,7 +243,7 @@ class LayerStream:
         thumbnail = self.current_level is not None and level != self.current_level()
         if not thumbnail:
             self._sharp = not missing
-        self._update_wishes(level, start, stop, missing, thumbnail=thumbnail)
+        self._update_wishes(level, start, stop, missing, uncovered, thumbnail=thumbnail)
         return out
 
     def read_blocking(self, level: int, start: Index3, stop: Index3) -> np.ndarray:
@@ -253,7 +253,7 @@ class LayerStream:
         prio = Priority(Tier.BLOCKING, -level, 0.0)
         futures = vol.service.scheduler.fetch_now(vol.job(level, b, prio) for b in blocks)
         got = {key.block: fut.result() for key, fut in futures.items()}
-        out, _ = compose_region(
+        out, _, _ = compose_region(
             vol.levels,
             level,
             start,
@@ -282,7 +282,14 @@ class LayerStream:
 
     # -- wish lists ----------------------------------------------------------------------
     def _update_wishes(
-        self, level: int, start: Index3, stop: Index3, missing: list[Index3], *, thumbnail: bool
+        self,
+        level: int,
+        start: Index3,
+        stop: Index3,
+        missing: list[Index3],
+        uncovered: list[Index3],
+        *,
+        thumbnail: bool,
     ) -> None:
         vol = self.volume
         geom = vol.levels[level]
@@ -300,8 +307,8 @@ class LayerStream:
                 self._settled = False
                 self._prefetch_jobs = {}
             self._main_jobs = self._jobs(level, missing, Tier.VISIBLE, centre)
-            if missing:
-                self._main_jobs.update(self._preview_jobs(level, start, stop, centre))
+            if uncovered:  # nothing coarser is cached there: fetch a quick preview first
+                self._main_jobs.update(self._preview_jobs(level, uncovered, centre))
             self._pin(level, start, stop)
         self._submit()
 
@@ -324,11 +331,9 @@ class LayerStream:
         self, level: int, blocks: list[Index3], tier: Tier, centre: np.ndarray
     ) -> dict[ChunkKey, FetchJob]:
         vol = self.volume
-        geom = vol.levels[level]
+        distances = _distances(vol.levels[level], blocks, centre)
         jobs = {}
-        for block in blocks:
-            b_start, b_stop = geom.block_display_bounds(block)
-            distance = float(np.linalg.norm(_center(b_start, b_stop, geom.factor) - centre))
+        for block, distance in zip(blocks, distances.tolist(), strict=True):
             job = vol.job(level, block, Priority(tier, -level, distance))
             jobs[job.key] = job
         return jobs
@@ -342,9 +347,9 @@ class LayerStream:
         ]
 
     def _preview_jobs(
-        self, level: int, start: Index3, stop: Index3, centre: np.ndarray
+        self, level: int, blocks: list[Index3], centre: np.ndarray
     ) -> dict[ChunkKey, FetchJob]:
-        """Blocks of a coarser level covering the region, fetched first for a quick preview."""
+        """Blocks of a coarser level covering ``blocks``, fetched first for a quick preview."""
         vol = self.volume
         step = vol.service.settings.preview_levels
         target = min(level + step, len(vol.levels) - 1)
@@ -352,8 +357,10 @@ class LayerStream:
         if target == level or not (here.aligned and coarse.aligned):
             return {}
         ratio = [c // max(h, 1) for c, h in zip(coarse.factor, here.factor, strict=True)]
-        c_start = tuple(a // r for a, r in zip(start, ratio, strict=True))
-        c_stop = tuple(-(-b // r) for b, r in zip(stop, ratio, strict=True))
+        corners = np.array([here.block_display_bounds(b) for b in blocks])  # (n, 2, 3)
+        start, stop = corners[:, 0].min(axis=0), corners[:, 1].max(axis=0)
+        c_start = tuple(int(a) // r for a, r in zip(start, ratio, strict=True))
+        c_stop = tuple(-(-int(b) // r) for b, r in zip(stop, ratio, strict=True))
         return self._jobs(target, self._uncached(target, c_start, c_stop), Tier.VISIBLE, centre)  # type: ignore[arg-type]
 
     def _prefetch(
@@ -387,16 +394,21 @@ class LayerStream:
     def _pin(self, level: int, start: Index3, stop: Index3) -> None:
         vol = self.volume
         geom = vol.levels[level]
-        centre = _center(start, stop, geom.factor)
-        blocks = sorted(
-            geom.blocks_for(start, stop),
-            key=lambda b: float(
-                np.linalg.norm(_center(*geom.block_display_bounds(b), geom.factor) - centre)
-            ),
-        )
-        keys = [vol.key(level, b) for b in blocks]
+        blocks = geom.blocks_for(start, stop)
         budget_share = vol.service.cache.budget // 2
-        size = math.prod(vol.levels[level].block) * vol.dtype.itemsize
-        if len(keys) * size > budget_share:
-            keys = keys[: budget_share // max(size, 1)]  # never pin more than half the budget
-        vol.service.cache.pin(self, keys)
+        most = budget_share // max(math.prod(geom.block) * vol.dtype.itemsize, 1)
+        if len(blocks) > most:  # never pin more than half the budget: keep the central ones
+            order = np.argsort(_distances(geom, blocks, _center(start, stop, geom.factor)))
+            blocks = [blocks[i] for i in order[:most]]
+        vol.service.cache.pin(self, [vol.key(level, b) for b in blocks])
+
+
+def _distances(geom: LevelGeometry, blocks: list[Index3], centre: np.ndarray) -> np.ndarray:
+    """Distance of each block's centre to ``centre``, in level-0 display voxels."""
+    if not blocks:
+        return np.zeros(0)
+    size = np.asarray(geom.block)
+    middle = (np.asarray(blocks) * size + size / 2 + np.asarray(geom.shift)) * np.maximum(
+        np.asarray(geom.factor), 1
+    )
+    return np.linalg.norm(middle - centre, axis=1)

@@ -40,8 +40,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REFRESH_INTERVAL_MS = 30
-"""Most one refresh per layer per tick: about one per frame."""
+REFRESH_INTERVAL_MS = 16
+"""At most one refresh per layer per tick: one per frame at 60 Hz."""
 SETTLE_MS = 100
 """A view change counts as finished after this long without another."""
 THUMBNAIL_INTERVAL_S = 1.0

@@ -68,7 +68,7 @@ def test_exact_where_every_block_is_cached(levels, level, start, stop) -> None:
     start = tuple(min(a, n) for a, n in zip(start, g.shape))
     stop = tuple(min(b, n) for b, n in zip(stop, g.shape))
     store = all_blocks(levels)
-    out, missing = compose_region(
+    out, missing, uncovered = compose_region(
         levels, level, start, stop, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
     )
     assert missing == []
@@ -82,10 +82,11 @@ def test_missing_blocks_are_upsampled_from_the_next_level(levels) -> None:
     for b in gone:
         del store[0, b]
     start, stop = (0, 0, 0), levels[0].shape
-    out, missing = compose_region(
+    out, missing, uncovered = compose_region(
         levels, 0, start, stop, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
     )
     assert sorted(missing) == sorted(gone)
+    assert uncovered == []  # every gap had a stand-in: no preview needs fetching
     expected = exact(levels[0], start, stop)
     for b in gone:
         b_start, b_stop = levels[0].block_display_bounds(b)
@@ -104,14 +105,14 @@ def test_finest_fully_cached_coarser_level_is_used(levels) -> None:
     sl = tuple(slice(a, e) for a, e in zip(b_start, b_stop))
     region = ((0, 0, 0), levels[0].shape)
 
-    out, _ = compose_region(
+    out, _, _ = compose_region(
         levels, 0, *region, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
     )
     np.testing.assert_array_equal(out[sl], upsampled(levels[0], levels[1], b_start, b_stop))
 
     # level 1 only partly covers it now: fall through to level 2
     del store[1, (0, 0, 0)]
-    out, _ = compose_region(
+    out, _, _ = compose_region(
         levels, 0, *region, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
     )
     from_2 = upsampled(levels[0], levels[2], b_start, b_stop)
@@ -123,7 +124,7 @@ def test_missing_coarse_level_block_upsampled_from_coarser_still(levels) -> None
     store = all_blocks(levels)
     del store[1, (1, 1, 0)]
     start, stop = (0, 0, 0), levels[1].shape
-    out, missing = compose_region(
+    out, missing, uncovered = compose_region(
         levels, 1, start, stop, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
     )
     assert missing == [(1, 1, 0)]
@@ -134,13 +135,37 @@ def test_missing_coarse_level_block_upsampled_from_coarser_still(levels) -> None
 
 def test_fill_where_nothing_is_cached(levels) -> None:
     start, stop = (1, 3, 5), (5, 40, 45)
-    out, missing = compose_region(
+    out, missing, uncovered = compose_region(
         levels, 0, start, stop, lookup=lambda lv, b: None, dtype=np.uint8, fill=7
     )
     assert (out == 7).all()
     assert out.shape == (4, 37, 40)
     assert sorted(missing) == sorted(levels[0].blocks_for(start, stop))
     assert len(missing) == 2 * 3 * 3
+    assert sorted(uncovered) == sorted(missing)
+
+
+def test_uncovered_lists_only_gaps_without_any_stand_in(levels) -> None:
+    store = {key: value for key, value in all_blocks(levels).items() if key[0] == 1}
+    del store[1, (0, 0, 0)]  # level 1 covers all of level 0 but one corner
+    for key in [k for k in all_blocks(levels) if k[0] > 1]:
+        store.pop(key, None)
+    start, stop = (0, 0, 0), levels[0].shape
+    out, missing, uncovered = compose_region(
+        levels, 0, start, stop, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
+    )
+    assert sorted(missing) == sorted(levels[0].blocks_for(start, stop))
+    ratio = tuple(c // f for c, f in zip(levels[1].factor, levels[0].factor))
+    corner = levels[1].block_display_bounds((0, 0, 0))
+    under_corner = {
+        b
+        for b in levels[0].blocks_for(
+            tuple(a * r for a, r in zip(corner[0], ratio)),
+            tuple(e * r for e, r in zip(corner[1], ratio)),
+        )
+    }
+    assert set(uncovered) == under_corner
+    assert under_corner and len(uncovered) < len(missing)
 
 
 def test_region_outside_the_data_is_fill_without_lookups(levels) -> None:
@@ -149,7 +174,7 @@ def test_region_outside_the_data_is_fill_without_lookups(levels) -> None:
     def lookup(level, block):
         calls.append((level, block))
 
-    out, missing = compose_region(
+    out, missing, uncovered = compose_region(
         levels, 0, (0, 61, 50), (6, 64, 52), lookup=lookup, dtype=np.uint8, fill=3
     )
     assert (out == 3).all()
@@ -170,7 +195,7 @@ def test_shifted_level_composes_from_the_right_storage_voxels() -> None:
     for b in g.blocks_for((0, 0, 0), g.shape):
         start, stop = g.block_bounds(b)
         store[0, b] = synthetic_voxels(KIND, (1, 1, 1), start, stop)
-    out, missing = compose_region(
+    out, missing, uncovered = compose_region(
         [g], 0, (0, 0, 0), g.shape, lookup=lookup_from(store), dtype=np.uint8, fill=FILL
     )
     assert missing == []
