@@ -188,6 +188,8 @@ class Step:
     blocks: frozenset[tuple[int, tuple[int, int, int]]] = frozenset()
     refreshes: int = 0
     lower_s: float = math.nan
+    work_s: float = math.nan
+    """connecto only: main-thread time inside its own slicing (compose + wish lists)."""
 
     @property
     def blocking_s(self) -> float:
@@ -322,6 +324,17 @@ class ConnectoPath:
         meta.pop("units", None)
         self.layer = viewer.add_image(data, **meta)
         self.stream = stream_of(self.layer)
+        self.work = 0.0
+        read = self.stream.read
+
+        def timed_read(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return read(*args, **kwargs)
+            finally:
+                self.work += time.perf_counter() - t
+
+        self.stream.read = timed_read  # type: ignore[method-assign]
 
     def is_sharp(self) -> bool:
         shown = self.stream.shown
@@ -419,6 +432,7 @@ def drive(viewer: Any, path: Any, moves: list[Move], first: View, pulse: Pulse) 
     previous = first
     for i, move in enumerate(moves):
         refreshes = path.refreshes()
+        work = getattr(path, "work", math.nan)
         t0 = time.perf_counter()
         apply_view(viewer, previous, move.view)
         QApplication.processEvents()
@@ -437,6 +451,7 @@ def drive(viewer: Any, path: Any, moves: list[Move], first: View, pulse: Pulse) 
         step.blocks = path.visible_blocks()
         step.level = int(path.layer.data_level)
         step.refreshes = path.refreshes() - refreshes
+        step.work_s = getattr(path, "work", math.nan) - work
     return steps
 
 
@@ -546,6 +561,7 @@ def summarize(run: Run) -> dict[str, float]:
         by_kind[f"ratio_{kind}"] = _pct(picked, 50)
     picked = [s.sharp_s / s.lower_s for s in waited if s.kind.startswith("burst") and s.lower_s > 0]
     by_kind["ratio_burst"] = _pct(picked, 50)
+    work = [1000 * s.work_s for s in waited]
     needed = sum(chunk_bytes(s.blocks) for s in waited)
     union = frozenset().union(*(s.blocks for s in waited))
     return {
@@ -553,6 +569,7 @@ def summarize(run: Run) -> dict[str, float]:
         "sync_max": 1000 * max(s.sync_s for s in run.steps),
         "stall_max": 1000 * max(s.stall_s for s in run.steps),
         "over16": sum(m > TARGET_MAIN_MS for m in main),
+        "work_med": _pct(work, 50), "work_p99": _pct(work, 99), "work_max": _pct(work, 100),
         "sharp_med": _pct(sharp, 50), "sharp_p90": _pct(sharp, 90),
         "lower_med": _pct(lower, 50), "lower_p90": _pct(lower, 90),
         "ratio_med": _pct(ratio, 50), "ratio_p90": _pct(ratio, 90),
@@ -595,6 +612,8 @@ def print_run(run: Run, r: dict[str, float]) -> None:
     print(f"{held} {r['peak_mib']:.1f} MiB of {r['budget_mib']:.0f} MiB budget; "
           f"reads on the main thread: {run.main_thread_reads}; read threads: {len(x['read_threads'])}")  # fmt: skip
     if run.path == "connecto":
+        print(f"connecto's own slicing on the main thread per step (all reads, incl. refreshes) ms: "
+              f"median {r['work_med']:.1f}  p99 {r['work_p99']:.1f}  max {r['work_max']:.1f}")  # fmt: skip
         print(f"scheduler: fetched {x['fetched']} chunks, dropped {x['dropped']}; cache evictions "
               f"{x['evictions']}, rejected {x['rejected']}; per-source fetch limit in effect "
               f"{x['source_limit']}")  # fmt: skip
@@ -663,6 +682,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", default="1280x900", help="napari window size, WxH")
     parser.add_argument("--steps-table", action="store_true", help="print every step")
     parser.add_argument("--png", type=Path, default=RESULTS / "pan_main_thread.png")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the viewer exists: full garbage collections then skip napari's "
+        "start-up objects (shows how much of the worst stalls are collector pauses)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps = min(args.steps, 16)
@@ -713,6 +738,11 @@ def main() -> None:
     args = parse_args()
     started = time.perf_counter()
     viewer = make_viewer(args)
+    if args.gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()
     canvas, floors = render_floor(viewer)
     print(f"render floor (in-memory 64x2048x2048 image, no I/O, idle workers): redraw only "
           f"{floors['draw_ms']:.1f} ms, refresh+redraw {floors['refresh_ms']:.1f} ms (medians)")  # fmt: skip

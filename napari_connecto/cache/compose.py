@@ -151,49 +151,75 @@ def _paint_stand_ins(
     *,
     lookup: BlockLookup,
 ) -> list[Index3]:
-    """Paint coarser cached blocks over the missing ones; return the missing left uncovered.
+    """Paint coarser cached blocks over each missing block; return the missing left uncovered.
 
-    Levels are gathered finest first until one covers the whole gap; they are then
-    painted coarsest first, so the finest data available wins everywhere.
+    Each missing block is painted once from the finest level whose cached blocks cover
+    it, with any finer partial cover painted over that; a block no level covers gets
+    whatever partial cover exists, coarsest first.
     """
     geom = levels[level]
     start, stop = region
+    candidates = [
+        (coarse, ratio) for coarse in levels[level + 1 :] if (ratio := _ratio(coarse, geom))
+    ]
+    memo: dict[tuple[int, Index3], np.ndarray | None] = {}
+
+    def cached(coarse: LevelGeometry, block: Index3) -> np.ndarray | None:
+        key = (coarse.scale, block)
+        if key not in memo:
+            memo[key] = lookup(coarse.scale, block)
+        return memo[key]
+
+    if _paint_from_one_level(out, start, missing, geom, candidates=candidates, cached=cached):
+        return []
+    uncovered = []
+    for block in missing:
+        part = _intersect(*geom.block_display_bounds(block), start, stop)
+        if part is None:
+            continue
+        layers: list[list[_StandIn]] = []  # finest first
+        covered = False
+        for coarse, ratio in candidates:
+            blocks = coarse.blocks_for(*_scaled(*part, ratio))  # type: ignore[arg-type]
+            found = [(coarse, ratio, b, d) for b in blocks if (d := cached(coarse, b)) is not None]
+            if found:
+                layers.append(found)  # type: ignore[arg-type]
+            if found and len(found) == len(blocks):
+                covered = True
+                break
+        for stand_ins in reversed(layers):
+            for stand_in in stand_ins:
+                _paint_block(out, start, part, stand_in)
+        if not covered:
+            uncovered.append(block)
+    return uncovered
+
+
+def _paint_from_one_level(
+    out: np.ndarray,
+    start: Index3,
+    missing: list[Index3],
+    geom: LevelGeometry,
+    *,
+    candidates: list[tuple[LevelGeometry, Index3]],
+    cached: Callable[[LevelGeometry, Index3], np.ndarray | None],
+) -> bool:
+    """The common case (just zoomed in): the next cached level covers every gap at once."""
+    stop = tuple(a + n for a, n in zip(start, out.shape, strict=True))
     bounds = [geom.block_display_bounds(b) for b in missing]
     lo = tuple(max(min(b[0][i] for b in bounds), start[i]) for i in range(3))
     hi = tuple(min(max(b[1][i] for b in bounds), stop[i]) for i in range(3))
-    if any(h <= low for low, h in zip(lo, hi, strict=True)):
-        return []
-    chain: list[tuple[LevelGeometry, Index3, set[Index3]]] = []
-    paint: list[list[_StandIn]] = []
-    for coarse in levels[level + 1 :]:
-        ratio = _ratio(coarse, geom)
-        if ratio is None:
-            continue
-        c_lo = tuple(a // r for a, r in zip(lo, ratio, strict=True))
-        c_hi = tuple(-(-b // r) for b, r in zip(hi, ratio, strict=True))
-        blocks = coarse.blocks_for(c_lo, c_hi)  # type: ignore[arg-type]
-        found = [(b, d) for b in blocks if (d := lookup(coarse.scale, b)) is not None]
+    for coarse, ratio in candidates:
+        blocks = coarse.blocks_for(*_scaled(lo, hi, ratio))  # type: ignore[arg-type]
+        found = [(coarse, ratio, b, d) for b in blocks if (d := cached(coarse, b)) is not None]
         if not found:
-            continue
-        chain.append((coarse, ratio, {b for b, _ in found}))
-        paint.append([(coarse, ratio, b, d) for b, d in found])
-        if len(found) == len(blocks):
-            break  # this level covers the whole gap; coarser ones would be painted over
-    for stand_ins in reversed(paint):
-        for stand_in in stand_ins:
-            _paint_block(out, start, (lo, hi), stand_in)
-    if chain and len(paint[-1]) == len(
-        chain[-1][0].blocks_for(*_scaled(lo, hi, chain[-1][1]))  # type: ignore[arg-type]
-    ):
-        return []
-    return [
-        block
-        for block, (b_start, b_stop) in zip(missing, bounds, strict=True)
-        if not any(
-            set(coarse.blocks_for(*_scaled(b_start, b_stop, ratio))) <= have  # type: ignore[arg-type]
-            for coarse, ratio, have in chain
-        )
-    ]
+            continue  # nothing here: a coarser level may cover it all
+        if len(found) < len(blocks):
+            return False
+        for stand_in in found:
+            _paint_block(out, start, (lo, hi), stand_in)  # type: ignore[arg-type]
+        return True
+    return False
 
 
 def _scaled(start: Index3, stop: Index3, ratio: Index3) -> tuple[Index3, Index3]:

@@ -191,6 +191,17 @@ class LayerStream:
         """``(level, start, stop)`` of the last region the viewer read."""
         return self._main
 
+    def complete(self) -> bool:
+        """Whether every chunk of the shown region is cached (a redraw would be sharp)."""
+        if self._main is None:
+            return False
+        level, start, stop = self._main
+        cache = self.volume.service.cache
+        return all(
+            self.volume.key(level, b) in cache
+            for b in self.volume.levels[level].blocks_for(start, stop)
+        )
+
     @property
     def sharp(self) -> bool:
         """Whether the last region the viewer drew had every block of its level (no stand-ins)."""
@@ -292,6 +303,22 @@ class LayerStream:
         thumbnail: bool,
     ) -> None:
         vol = self.volume
+        region = (level, start, stop)
+        if region == (self._thumb if thumbnail else self._main):
+            # A redraw of the same view (chunks arrived): keep the job objects, drop the
+            # arrived ones. Rebuilding them on every redraw fed Python's full garbage
+            # collections (~100 ms pauses on the main thread in a napari process).
+            cache = vol.service.cache
+            if thumbnail:
+                self._thumb_jobs = {k: j for k, j in self._thumb_jobs.items() if k not in cache}
+            else:  # previews are only worth fetching while sharp data is missing
+                self._main_jobs = {
+                    k: j
+                    for k, j in self._main_jobs.items()
+                    if k not in cache and (missing or k.level == level)
+                }
+            self._submit()
+            return
         geom = vol.levels[level]
         centre = _center(start, stop, geom.factor)
         if thumbnail:

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 REFRESH_INTERVAL_MS = 16
 """At most one refresh per layer per tick: one per frame at 60 Hz."""
+REDRAW_SHARE_DIVISOR = 2.0
+"""While a view loads, wait this many times a layer's last redraw cost before the next."""
 SETTLE_MS = 100
 """A view change counts as finished after this long without another."""
 THUMBNAIL_INTERVAL_S = 1.0
@@ -93,6 +95,8 @@ class StreamingController:
         self._layers: dict[int, tuple[weakref.ReferenceType[Layer], LayerStream]] = {}
         self._pinned_3d: set[int] = set()
         self._last_thumbnail = 0.0
+        self._refresh_cost: dict[int, float] = {}
+        self._last_refresh: dict[int, float] = {}
         self._failed_layer: Any = None
         self._tick = QTimer()
         self._tick.setInterval(REFRESH_INTERVAL_MS)
@@ -167,10 +171,22 @@ class StreamingController:
         thumbnails = now - self._last_thumbnail >= THUMBNAIL_INTERVAL_S
         refreshed = False
         for layer, stream in self.streams():
-            if stream.take_dirty():
-                layer.refresh(thumbnail=thumbnails, extent=False, highlight=False)
-                self.refresh_count += 1
-                refreshed = True
+            if not stream.peek_dirty():
+                continue
+            # While chunks still stream in, keep redraws to a third of the main thread's
+            # time: each one holds the interpreter lock the fetch threads need. The last
+            # chunk of the view is drawn at once.
+            quiet = self._refresh_cost.get(id(layer), 0.0) * REDRAW_SHARE_DIVISOR
+            if now - self._last_refresh.get(id(layer), 0.0) < quiet and not stream.complete():
+                continue
+            stream.take_dirty()
+            started = time.monotonic()
+            layer.refresh(thumbnail=thumbnails, extent=False, highlight=False)
+            done = time.monotonic()
+            self._refresh_cost[id(layer)] = done - started
+            self._last_refresh[id(layer)] = done
+            self.refresh_count += 1
+            refreshed = True
         if refreshed and thumbnails:
             self._last_thumbnail = now
         self._update_failed_outline()
