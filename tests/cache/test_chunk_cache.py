@@ -283,11 +283,24 @@ class CacheModel(RuleBasedStateMachine):
             self.pins[owner] = keys
         else:
             self.pins.pop(owner, None)
+        self.evict_to_budget()
 
     @rule(owner=st.integers(0, 2))
     def unpin(self, owner: int) -> None:
         self.cache.unpin(owner)
         self.pins.pop(owner, None)
+        self.evict_to_budget()
+
+    def evict_to_budget(self) -> None:
+        """Chunks a pin kept over a shrunken budget go as soon as they are unpinned."""
+        pinned = self.pinned()
+        nbytes = sum(self.model.values())
+        for kk in list(self.model):
+            if nbytes <= self.budget:
+                break
+            if kk not in pinned:
+                nbytes -= self.model.pop(kk)
+        self.over_budget_ok = nbytes > self.budget
 
     @rule(k=KEYS)
     def discard(self, k: int) -> None:
