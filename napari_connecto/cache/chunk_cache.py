@@ -133,9 +133,14 @@ class ChunkCache:
                 self._forget(key, old)
             if self._pinned_bytes + size > self._budget:  # refuse before evicting anything
                 self._rejected += 1
-                logger.warning(
-                    "chunk cache full of chunks in view (%d bytes); %s not kept", self._nbytes, key
-                )
+                if self._rejected & (self._rejected - 1) == 0:  # 1st, 2nd, 4th, 8th, ...
+                    logger.warning(
+                        "chunk cache full of chunks in view (%d of %d bytes); %d chunks not "
+                        "kept so far: raise the budget",
+                        self._nbytes,
+                        self._budget,
+                        self._rejected,
+                    )
                 return False
             self._evict_until(self._budget - size)
             self._chunks[key] = chunk

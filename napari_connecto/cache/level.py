@@ -122,6 +122,23 @@ class StreamingLevel:
         out = self._read(self._region)
         return out if dtype is None else out.astype(dtype, copy=False)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> StreamingLevel:
+        """A copy over a new stream of the same volume (napari's Duplicate Layer).
+
+        The levels of one layer share one stream, so the copies do too (through ``memo``).
+        """
+        from napari_connecto.cache.streaming import LayerStream
+
+        key = id(self._stream)
+        stream = memo.get(key)
+        if stream is None:
+            stream = LayerStream(self._stream.volume)
+            stream.streaming = self._stream.streaming
+            memo[key] = stream
+        return StreamingLevel(
+            stream, self._level, self._region, force_blocking=self._force_blocking
+        )
+
     def __repr__(self) -> str:
         where = ", ".join(f"{a}:{b}:{c}" for a, b, c in self._region)
         mode = "streaming" if self._stream.streaming and not self._force_blocking else "blocking"

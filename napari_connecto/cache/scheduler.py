@@ -204,11 +204,17 @@ class FetchScheduler:
             return gen
 
     def forget(self, client: Hashable) -> None:
-        """Drop every wish of ``client`` (its layer was removed)."""
+        """Drop every wish of ``client`` (its layer was removed) and its stale failures."""
+        old = set(self._wishes.get(client, {}))
         self.submit(client, ())
         with self._cond:
             self._wishes.pop(client, None)
             self._listeners.pop(client, None)
+            self._generations.pop(client, None)
+            for key in old:
+                if not any(key in w for w in self._wishes.values()):
+                    self._failures.pop(key, None)
+                    self._attempts.pop(key, None)
 
     def wants(self, client: Hashable, key: ChunkKey) -> bool:
         """Whether ``client``'s current wish list holds ``key``."""
@@ -419,17 +425,21 @@ class FetchScheduler:
         except Exception as exc:  # any fetch failure fails one chunk, never the worker
             error = exc
             logger.warning("chunk %s failed: %s", job.key, exc)
-        if chunk is not None:
-            self._cache.put(job.key, chunk)
+        kept = chunk is not None and self._cache.put(job.key, chunk)
         with self._cond:
             del self._loading[job.key]
             self._in_flight[job.source] -= 1
             if chunk is not None:
                 self._fetched += 1
                 self._fetched_bytes += int(chunk.nbytes)
+            if kept:
                 self._failures.pop(job.key, None)
                 self._attempts.pop(job.key, None)
             else:
+                # a chunk the cache could not keep (the budget is full of chunks in view)
+                # is failed like a bad read: shown as failed, retried with backoff
+                if error is None:
+                    error = MemoryError("the cache budget is full of chunks in view")
                 attempts = self._attempts.get(job.key, 0) + 1
                 self._attempts[job.key] = attempts
                 delay = RETRY_DELAYS[attempts - 1] if attempts <= len(RETRY_DELAYS) else None

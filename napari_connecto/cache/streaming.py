@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 _tokens = itertools.count(1)
 
+PIN_SHARE_DIVISOR = 4
+"""A layer pins at most a quarter of the budget, so three big layers still leave room."""
+
 Region = tuple["Index3", "Index3"]
 
 
@@ -155,6 +158,14 @@ class LayerStream:
         self._thumb_jobs: dict[ChunkKey, FetchJob] = {}
         self._scheduler.listen(self, self._arrived)
 
+    def reopen(self) -> None:
+        """Stream again after :meth:`close` (the layer was added back to a viewer)."""
+        self._main = self._thumb = None
+        self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
+        self._scheduler.listen(self, self._arrived)
+        self.streaming = True
+        self.mark_dirty()
+
     @property
     def _scheduler(self) -> FetchScheduler:
         return self.volume.service.scheduler
@@ -226,6 +237,7 @@ class LayerStream:
         self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
         self._main = self._thumb = None
         self._scheduler.submit(self, ())
+        self.volume.service.cache.unpin(self)
 
     def close(self) -> None:
         """Stop wanting anything and release pins (the layer is gone)."""
@@ -255,6 +267,9 @@ class LayerStream:
         if not thumbnail:
             self._sharp = not missing
         self._update_wishes(level, start, stop, missing, uncovered, thumbnail=thumbnail)
+        cache = vol.service.cache
+        if any(vol.key(level, b) in cache for b in missing):
+            self.mark_dirty()  # arrived while this view was composed: draw it next tick
         return out
 
     def read_blocking(self, level: int, start: Index3, stop: Index3) -> np.ndarray:
@@ -317,6 +332,11 @@ class LayerStream:
                     for k, j in self._main_jobs.items()
                     if k not in cache and (missing or k.level == level)
                 }
+                # blocks that left the cache since (evicted, invalidated) are asked again
+                lost = [b for b in missing if vol.key(level, b) not in self._main_jobs]
+                if lost:
+                    centre = _center(start, stop, vol.levels[level].factor)
+                    self._main_jobs.update(self._jobs(level, lost, Tier.VISIBLE, centre))
             self._submit()
             return
         geom = vol.levels[level]
@@ -422,9 +442,9 @@ class LayerStream:
         vol = self.volume
         geom = vol.levels[level]
         blocks = geom.blocks_for(start, stop)
-        budget_share = vol.service.cache.budget // 2
+        budget_share = vol.service.cache.budget // PIN_SHARE_DIVISOR
         most = budget_share // max(math.prod(geom.block) * vol.dtype.itemsize, 1)
-        if len(blocks) > most:  # never pin more than half the budget: keep the central ones
+        if len(blocks) > most:  # never pin more than a share of the budget: the central ones
             order = np.argsort(_distances(geom, blocks, _center(start, stop, geom.factor)))
             blocks = [blocks[i] for i in order[:most]]
         vol.service.cache.pin(self, [vol.key(level, b) for b in blocks])

@@ -136,11 +136,17 @@ class StreamingController:
         self._adopt(event.value)
 
     def _on_removed(self, event: Any) -> None:
-        entry = self._layers.pop(id(event.value), None)
-        if entry is not None:
-            entry[1].close()
+        self._release(event.value)
         if not self._layers:
             self._tick.stop()
+
+    def _release(self, layer: Layer) -> None:
+        entry = self._layers.pop(id(layer), None)
+        if entry is None:
+            return
+        stream = entry[1]
+        if not any(other is stream for _, other in self.streams()):  # not shared
+            stream.close()
 
     def _adopt(self, layer: Layer) -> None:
         stream = stream_of(layer)
@@ -157,9 +163,19 @@ class StreamingController:
             if lay is not None and not lay.visible:
                 stream.pause()
 
+        def data_changed(event: Any = None) -> None:
+            lay = ref()
+            if lay is not None and stream_of(lay) is not stream:
+                self._release(lay)
+                lay.events.data.disconnect(data_changed)
+                lay.events.visible.disconnect(visibility_changed)
+                self._adopt(lay)
+
+        if not stream.streaming:
+            stream.reopen()
         stream.current_level = current_level
-        stream.streaming = True
         layer.events.visible.connect(visibility_changed)
+        layer.events.data.connect(data_changed)
         self._layers[id(layer)] = (ref, stream)
         self._tick.start()
         if self.viewer is not None and self.viewer.dims.ndisplay == 3:

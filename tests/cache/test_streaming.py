@@ -485,7 +485,7 @@ def test_visible_blocks_are_pinned_against_other_traffic(make_service) -> None:
     budget = 8 * BLOCK_BYTES
     service = make_service(budget=budget, workers=2)
     backend, vol, stream = open_stream(service, streaming=True)
-    view = ((4, 32, 32), (8, 96, 96))  # 4 blocks: half the budget
+    view = ((4, 32, 32), (8, 96, 64))  # 2 blocks: the quarter of the budget a layer may pin
     stream.read(0, *view)
     assert service.scheduler.wait_idle(WAIT)
     # another layer floods the cache
@@ -537,3 +537,52 @@ def test_close_releases_wishes_and_pins(make_service, gates) -> None:
     backend.gate.set()
     assert service.scheduler.wait_idle(WAIT)
     assert len(backend.reads) == 1
+
+
+def test_a_redraw_after_invalidation_fetches_the_view_again(make_service) -> None:
+    """After a write the volume is invalidated: redrawing the same view must re-read it."""
+    service = make_service()
+    backend, vol, stream = open_stream(service, streaming=True)
+    view = ((4, 0, 0), (5, 64, 64))
+    stream.read(0, *view)
+    assert service.scheduler.wait_idle(WAIT)
+    assert np.array_equal(stream.read(0, *view), truth(vol, 0, *view))
+    assert vol.invalidate() > 0
+    backend.reset()
+    stream.read(0, *view)  # same view: its chunks are gone and must be asked for again
+    assert service.scheduler.wait_idle(WAIT)
+    assert backend.reads, "the invalidated view was never fetched again"
+    assert np.array_equal(stream.read(0, *view), truth(vol, 0, *view))
+    assert stream.sharp
+
+
+def test_a_chunk_arriving_while_the_view_is_composed_is_drawn(make_service) -> None:
+    """A block cached between composing and wishing must still mark the layer for redraw."""
+    service = make_service()
+    backend, vol, stream = open_stream(service, streaming=True)
+    view = ((4, 0, 0), (5, 32, 32))
+    original = stream._update_wishes
+
+    def wishes_after_an_arrival(*args, **kwargs):
+        block = vol.levels[0].blocks_for(*view)[0]
+        service.cache.put(vol.key(0, block), vol.read_block(0, block))
+        return original(*args, **kwargs)
+
+    stream._update_wishes = wishes_after_an_arrival
+    stream.take_dirty()
+    stream.read(0, *view)
+    assert stream.take_dirty(), "the arrived block would never be drawn"
+
+
+def test_refused_chunks_fail_with_backoff_instead_of_looping(make_service) -> None:
+    service = make_service(budget=2 * BLOCK_BYTES, workers=2)
+    hog_backend, hog, hog_stream = open_stream(service, streaming=True)
+    service.cache.pin("someone else", [hog.key(0, (1, 0, 0)), hog.key(0, (1, 0, 1))])
+    hog_stream.read(0, (4, 0, 0), (5, 32, 64))
+    assert service.scheduler.wait_idle(WAIT)
+    backend, vol, stream = open_stream(service, streaming=True)
+    stream.read(0, (4, 0, 0), (5, 32, 32))
+    time.sleep(0.2)
+    assert len(backend.reads) <= 2, "a chunk the cache refuses is fetched again and again"
+    failure = service.scheduler.failure(vol.key(0, (1, 0, 0)))
+    assert failure is not None and "budget" in failure.error

@@ -371,3 +371,39 @@ def test_hidden_layers_stop_fetching(make_napari_viewer, service_settings):
     assert wait_until_loaded(viewer, 30)
     assert stream_of(layer).sharp
     controller.close()
+
+
+def test_a_layer_removed_and_added_back_streams_again(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, _backend(latency=0.01))
+    _look_at(viewer, 2, 500, 500, zoom=0.5)
+    assert wait_until_loaded(viewer, 30)
+    viewer.layers.remove(layer)
+    assert not stream_of(layer).streaming
+    viewer.add_layer(layer)
+    _look_at(viewer, 6, 1500, 1400, zoom=0.5)  # somewhere not cached yet
+    assert stream_of(layer).streaming
+    assert wait_until_loaded(viewer, 30)
+    assert stream_of(layer).sharp, "the re-added layer never drew its chunks"
+    controller.close()
+
+
+def test_duplicate_layer_streams_on_its_own(make_napari_viewer):
+    import copy
+
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, _backend(latency=0.01))
+    _look_at(viewer, 2, 500, 500, zoom=0.5)
+    assert wait_until_loaded(viewer, 30)
+    data = copy.deepcopy(layer.data)  # what napari's Duplicate Layer does
+    twin = viewer.add_image(
+        list(data), multiscale=True, scale=layer.scale, translate=layer.translate
+    )
+    assert stream_of(twin) is not stream_of(layer)
+    assert stream_of(twin) is twin.data[1].stream  # the levels of one layer share a stream
+    viewer.layers.remove(layer)
+    _look_at(viewer, 5, 1200, 900, zoom=0.5)
+    assert stream_of(twin).streaming
+    assert wait_until_loaded(viewer, 30)
+    assert stream_of(twin).sharp
+    controller.close()
