@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_connecto.errors import RegionError
-from napari_connecto.volume.level import compose_ranges, normalize_index
+from napari_connecto.volume.level import RegionView
 
 if TYPE_CHECKING:
     from napari_connecto.cache.streaming import LayerStream
@@ -18,7 +16,7 @@ __all__ = ["StreamingLevel"]
 _Range = tuple[int, int, int]
 
 
-class StreamingLevel:
+class StreamingLevel(RegionView):
     """A lazy view of one level of a streamed layer, in display index space.
 
     Slice-only indexing returns another lazy view. Indexing that drops an axis,
@@ -70,57 +68,20 @@ class StreamingLevel:
         """The same view, but reads always wait for real data."""
         return StreamingLevel(self._stream, self._level, self._region, force_blocking=True)
 
-    @property
-    def ndim(self) -> int:
-        """Always 3 (z, y, x)."""
-        return len(self.shape)
+    def _view(self, region: tuple[_Range, ...]) -> StreamingLevel:
+        return StreamingLevel(
+            self._stream, self._level, region, force_blocking=self._force_blocking
+        )
 
-    @property
-    def size(self) -> int:
-        """Number of voxels."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes once read."""
-        return self.size * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray | StreamingLevel:
-        ranges, kept = normalize_index(key, self.shape)
-        if any(step < 0 for _, _, step in ranges):
-            raise IndexError("negative slice steps are not supported")
-        region = tuple(compose_ranges(o, i) for o, i in zip(self._region, ranges, strict=True))
-        if all(kept):
-            return StreamingLevel(
-                self._stream, self._level, region, force_blocking=self._force_blocking
-            )
-        block = self._read(region, probe=sum(kept) < 2)
-        return block.reshape([n for n, k in zip(block.shape, kept, strict=True) if k])
-
-    def _read(self, region: tuple[_Range, ...], *, probe: bool = False) -> np.ndarray:
-        start = tuple(lo for lo, _, _ in region)
-        stop = tuple(max(lo, hi) for lo, hi, _ in region)
+    def _fetch(self, start: tuple[int, ...], stop: tuple[int, ...], *, probe: bool) -> np.ndarray:
         stream = self._stream
         if self._force_blocking and stream.streaming:
-            block = stream.read_blocking(self._level, start, stop)  # type: ignore[arg-type]
-        else:
-            block = stream.read(self._level, start, stop, probe=probe)  # type: ignore[arg-type]
-        if any(step != 1 for _, _, step in region):
-            block = block[tuple(slice(None, None, step) for _, _, step in region)]
-        return block
+            return stream.read_blocking(self._level, start, stop)  # type: ignore[arg-type]
+        return stream.read(self._level, start, stop, probe=probe)  # type: ignore[arg-type]
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        limit = self._stream.volume.volume.max_read_bytes
-        if self.nbytes > limit:
-            raise RegionError(
-                f"refusing to load all of {self.shape} {self.dtype} ({self.nbytes} bytes) "
-                "into memory; index a region instead"
-            )
-        out = self._read(self._region)
-        return out if dtype is None else out.astype(dtype, copy=False)
+    @property
+    def _max_read_bytes(self) -> int:
+        return self._stream.volume.volume.max_read_bytes
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StreamingLevel:
         """A copy over a new stream of the same volume (napari's Duplicate Layer).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from napari_connecto.errors import RegionError
 if TYPE_CHECKING:
     from napari_connecto.volume.volume import Volume
 
-__all__ = ["LevelArray", "compose_ranges", "normalize_index"]
+__all__ = ["LevelArray", "RegionView", "compose_ranges", "normalize_index"]
 
 _Key = Any
 
@@ -65,7 +66,78 @@ def compose_ranges(outer: _Range, inner: _Range) -> _Range:
     return start, start + max(count - 1, 0) * step + (1 if count else 0), step
 
 
-class LevelArray:
+class RegionView(ABC):
+    """A lazy 3D view of part of a level: slicing narrows it, reading is left to subclasses.
+
+    Indexing with slices only returns another view (napari first cuts the displayed
+    window out of the whole level, then picks a plane); indexing that drops an axis
+    (an integer), or ``np.asarray``, reads exactly the voxels asked for.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    _region: tuple[_Range, ...]
+
+    @property
+    def ndim(self) -> int:
+        """Always 3 (z, y, x)."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of voxels."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes once read."""
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: _Key) -> Any:
+        ranges, kept = normalize_index(key, self.shape)
+        if any(step < 0 for _, _, step in ranges):
+            raise IndexError("negative slice steps are not supported")
+        region = tuple(compose_ranges(o, i) for o, i in zip(self._region, ranges, strict=True))
+        if all(kept):
+            return self._view(region)
+        block = self._read(region, probe=sum(kept) < 2)
+        return block.reshape([n for n, k in zip(block.shape, kept, strict=True) if k])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if self.nbytes > self._max_read_bytes:
+            raise RegionError(
+                f"refusing to load all of {self.shape} {self.dtype} ({self.nbytes} bytes) "
+                "into memory; index a region instead"
+            )
+        out = self._read(self._region)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _read(self, region: tuple[_Range, ...], *, probe: bool = False) -> np.ndarray:
+        start = tuple(lo for lo, _, _ in region)
+        stop = tuple(max(lo, hi) for lo, hi, _ in region)
+        block = self._fetch(start, stop, probe=probe)
+        if any(step != 1 for _, _, step in region):
+            block = block[tuple(slice(None, None, step) for _, _, step in region)]
+        return block
+
+    @property
+    @abstractmethod
+    def _max_read_bytes(self) -> int:
+        """Largest read ``np.asarray`` may allocate."""
+
+    @abstractmethod
+    def _view(self, region: tuple[_Range, ...]) -> RegionView:
+        """The same kind of view over ``region``."""
+
+    @abstractmethod
+    def _fetch(self, start: tuple[int, ...], stop: tuple[int, ...], *, probe: bool) -> np.ndarray:
+        """Voxels ``[start, stop)`` (``probe``: a single-value lookup)."""
+
+
+class LevelArray(RegionView):
     """A lazy, read-only view of one scale of a :class:`~napari_connecto.volume.Volume`.
 
     Indexing with slices only returns another lazy view (napari first cuts the
@@ -105,50 +177,15 @@ class LevelArray:
         """Index of this level in the volume's scales."""
         return self._scale
 
-    @property
-    def ndim(self) -> int:
-        """Always 3 (z, y, x)."""
-        return len(self.shape)
+    def _view(self, region: tuple[_Range, ...]) -> LevelArray:
+        return LevelArray(self._volume, self._scale, region)  # type: ignore[arg-type]
+
+    def _fetch(self, start: tuple[int, ...], stop: tuple[int, ...], *, probe: bool) -> np.ndarray:
+        return self._volume.read_voxels(self._scale, start, stop)
 
     @property
-    def size(self) -> int:
-        """Number of voxels."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes once read."""
-        return self.size * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: _Key) -> np.ndarray | LevelArray:
-        ranges, kept = normalize_index(key, self.shape)
-        if any(step < 0 for _, _, step in ranges):
-            raise IndexError("negative slice steps are not supported")
-        region = tuple(compose_ranges(o, i) for o, i in zip(self._region, ranges, strict=True))
-        if all(kept):
-            return LevelArray(self._volume, self._scale, region)  # type: ignore[arg-type]
-        block = self._read(region)
-        return block.reshape([n for n, k in zip(block.shape, kept, strict=True) if k])
-
-    def _read(self, region: tuple[_Range, ...]) -> np.ndarray:
-        start = tuple(lo for lo, _, _ in region)
-        stop = tuple(max(lo, hi) for lo, hi, _ in region)
-        block = self._volume.read_voxels(self._scale, start, stop)
-        if any(step != 1 for _, _, step in region):
-            block = block[tuple(slice(None, None, step) for _, _, step in region)]
-        return block
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        if self.nbytes > self._volume.max_read_bytes:
-            raise RegionError(
-                f"refusing to load all of {self.shape} {self.dtype} ({self.nbytes} bytes) "
-                "into memory; index a region instead"
-            )
-        out = self._read(self._region)
-        return out if dtype is None else out.astype(dtype, copy=False)
+    def _max_read_bytes(self) -> int:
+        return self._volume.max_read_bytes
 
     def __repr__(self) -> str:
         where = ", ".join(f"{a}:{b}:{c}" for a, b, c in self._region)
