@@ -151,7 +151,6 @@ class LayerStream:
         self._main: tuple[int, Index3, Index3] | None = None
         self._thumb: tuple[int, Index3, Index3] | None = None
         self._motion = np.zeros(3)
-        self._settled = False
         self._sharp = False
         self._prefetch_jobs: dict[ChunkKey, FetchJob] = {}
         self._main_jobs: dict[ChunkKey, FetchJob] = {}
@@ -351,7 +350,6 @@ class LayerStream:
                 old = _center(previous[1], previous[2], vol.levels[previous[0]].factor)
                 self._motion = centre - old
             if previous != self._main:
-                self._settled = False
                 self._prefetch_jobs = {}
             self._main_jobs = self._jobs(level, missing, Tier.VISIBLE, centre)
             if uncovered:  # nothing coarser is cached there: fetch a quick preview first
@@ -363,7 +361,6 @@ class LayerStream:
         """The view stopped moving: also fetch neighbouring z-planes and ahead of the motion."""
         if self._main is None or not self.streaming:
             return
-        self._settled = True
         level, start, stop = self._main
         centre = _center(start, stop, self.volume.levels[level].factor)
         self._prefetch_jobs = self._prefetch(level, start, stop, centre)

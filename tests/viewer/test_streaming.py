@@ -105,6 +105,15 @@ def _truth_pyramid(kind="image"):
     ]
 
 
+def _process_until(condition, timeout=20.0):
+    """Run Qt events until ``condition()`` holds or ``timeout`` seconds pass."""
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        QApplication.processEvents()
+
+
 def _canvas(viewer):
     return viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
 
@@ -158,11 +167,7 @@ def test_coarse_data_appears_before_fine_data(make_napari_viewer):
     assert layer.data_level == 0
     stream = stream_of(layer)
     # The preview (a coarser level) arrives while every fine read is held back.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(s > 0 for s, _, _ in backend.reads):
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.processEvents()
+    _process_until(lambda: any(s > 0 for s, _, _ in backend.reads))
     assert wait_until_loaded_or_blocked(viewer, controller)
     coarse = _canvas(viewer)
     assert not stream.sharp
@@ -209,11 +214,7 @@ def test_failed_chunk_is_shown_as_failed_and_recovers_on_retry(make_napari_viewe
     controller, layer = _add(viewer, backend)
     _look_at(viewer, *bad, zoom=0.5)
     assert layer.data_level == 0
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not controller.failed_outline():
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.processEvents()
+    _process_until(controller.failed_outline)
     assert FAILED_LAYER_NAME in viewer.layers, "no outline of the failed chunk"
     (rect,) = controller.failed_outline()
     assert viewer.layers[FAILED_LAYER_NAME].visible
