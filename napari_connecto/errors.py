@@ -10,6 +10,11 @@ from collections.abc import Sequence
 
 __all__ = [
     "AmbiguousSourceError",
+    "AnnotationError",
+    "ConflictError",
+    "ImportFormatError",
+    "SchemaVersionError",
+    "StoreLockedError",
     "ChunkError",
     "ConnectoError",
     "MetadataError",
@@ -139,3 +144,68 @@ class AmbiguousSourceError(ConnectoError, ValueError):
         super().__init__(
             f"{source!r} holds several volumes; name one of: {', '.join(self.candidates)}"
         )
+
+
+class AnnotationError(ConnectoError):
+    """Base class of the annotation store's errors."""
+
+
+class ImportFormatError(AnnotationError, ValueError):
+    """An import file that is malformed, naming the file, row and column at fault.
+
+    Parameters
+    ----------
+    path : str
+        The file being imported.
+    problem : str
+        What is wrong.
+    row : int, optional
+        0-based data row (``None`` when the whole file or a column is at fault).
+    column : str, optional
+        The column (or HDF5 dataset) at fault.
+    """
+
+    def __init__(
+        self, path: str, problem: str, *, row: int | None = None, column: str | None = None
+    ) -> None:
+        self.path = path
+        self.problem = problem
+        self.row = row
+        self.column = column
+        where = [path]
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {problem}")
+
+
+class ConflictError(AnnotationError, ValueError):
+    """Records with the same id but different contents (never silently merged).
+
+    Parameters
+    ----------
+    table : str
+        ``"neurons"`` or ``"synapses"``.
+    ids : sequence of int
+        The conflicting ids (the first few are named in the message).
+    detail : str
+        Where the duplicates were found.
+    """
+
+    def __init__(self, table: str, ids: Sequence[int], detail: str) -> None:
+        self.table = table
+        self.ids = tuple(int(i) for i in ids)
+        shown = ", ".join(str(i) for i in self.ids[:5])
+        more = f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else ""
+        super().__init__(
+            f"{len(self.ids)} conflicting {table} id(s) {detail}: {shown}{more}; nothing imported"
+        )
+
+
+class StoreLockedError(AnnotationError, TimeoutError):
+    """The annotation database stayed locked by another writer through every retry."""
+
+
+class SchemaVersionError(AnnotationError, RuntimeError):
+    """A database written by a newer napari-connecto, or not an annotation store at all."""

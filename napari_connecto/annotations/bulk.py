@@ -1,0 +1,111 @@
+"""Fast row transfer between DataFrames and the store's tables (both dialects)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Table, select
+
+from napari_connecto.annotations.ids import to_db
+
+__all__ = ["fetch_by_ids", "insert_frame"]
+
+CHUNK_ROWS = 200_000
+"""Rows per executemany / COPY chunk (bounds the memory of a large import)."""
+IN_CHUNK = 5_000
+"""Ids per ``IN (...)`` list (SQLite allows 32766 parameters)."""
+
+
+def _chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start : start + size]
+
+
+def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
+    """Insert every row of ``frame`` (columns named as the table's, ids already int64).
+
+    SQLite gets one ``executemany`` per chunk (NaN binds as NULL); PostgreSQL gets
+    ``COPY ... FROM STDIN`` in CSV, all inside the caller's transaction.
+
+    Parameters
+    ----------
+    conn : sqlalchemy.Connection
+        A connection inside a transaction.
+    table : sqlalchemy.Table
+        Target table.
+    frame : pandas.DataFrame
+        Rows to insert; its columns must all exist in ``table``.
+    """
+    if frame.empty:
+        return
+    columns = list(frame.columns)
+    if conn.dialect.name == "postgresql":
+        nullable = [c for c in columns if table.c[c].nullable]
+        _copy_postgres(conn, table.name, columns, nullable, frame)
+        return
+    marks = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+    for part in _chunks(frame, CHUNK_ROWS):
+        rows = list(zip(*(part[c].tolist() for c in columns), strict=True))
+        conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+
+
+def _copy_postgres(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    nullable: Sequence[str],
+    frame: pd.DataFrame,
+) -> None:
+    """COPY the frame as CSV: every string quoted; NaN (``""``) is NULL in nullable columns."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    force = f", FORCE_NULL ({', '.join(nullable)})" if nullable else ""
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv{force})"
+    try:
+        with cursor.copy(statement) as copy:
+            for part in _chunks(frame, CHUNK_ROWS):
+                buffer = io.StringIO()
+                part.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_NONNUMERIC,
+                            float_format="%.17g", lineterminator="\n")  # fmt: skip
+                copy.write(buffer.getvalue())
+    finally:
+        cursor.close()
+
+
+def fetch_by_ids(
+    conn: Connection, table: Table, ids: np.ndarray, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The rows of ``table`` whose id is in ``ids`` (uint64), ids as int64 as stored.
+
+    Parameters
+    ----------
+    conn : sqlalchemy.Connection
+        Open connection.
+    table : sqlalchemy.Table
+        Table with an ``id`` column.
+    ids : numpy.ndarray
+        uint64 ids to look up (any order, may repeat).
+    columns : sequence of str, optional
+        Columns to return (default all).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Matching rows, in no particular order.
+    """
+    cols = [table.c[name] for name in columns] if columns else list(table.c)
+    names = [c.name for c in cols]
+    wanted = np.unique(to_db(np.asarray(ids, dtype=np.uint64)))
+    frames = []
+    for start in range(0, wanted.size, IN_CHUNK):
+        part = wanted[start : start + IN_CHUNK].tolist()
+        rows = conn.execute(select(*cols).where(table.c.id.in_(part))).all()
+        if rows:
+            frames.append(pd.DataFrame.from_records(rows, columns=names))
+    if not frames:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in names})
+    return pd.concat(frames, ignore_index=True)

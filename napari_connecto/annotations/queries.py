@@ -1,0 +1,241 @@
+"""Read queries of the annotation store, each returning a DataFrame (positions in nm).
+
+They follow the seeds' synapse/neuron database API and CAVE's ``query_synapses``:
+synapses of neurons as pre, post or both with self-synapses dropped by default,
+partners with counts each way, synapses in a box, keypoints, paging by start/stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import ColumnElement, Connection, Select, and_, between, false, func, or_, select
+
+from napari_connecto.annotations import schema
+from napari_connecto.annotations.frames import NEURON_COLUMNS, SYNAPSE_COLUMNS
+from napari_connecto.annotations.ids import from_db, to_db
+from napari_connecto.annotations.spatial import cell_ranges
+from napari_connecto.geometry import BBox
+
+__all__ = [
+    "NEURON_FIELDS",
+    "neuron_ids",
+    "neurons_frame",
+    "partners",
+    "review_counts",
+    "synapse_clause",
+    "synapses_frame",
+]
+
+NEURON_FIELDS = (*NEURON_COLUMNS, "n_pre", "n_post")
+"""Columns of the neuron frames the store returns."""
+_ID_COLUMNS = frozenset({"id", "pre_id", "post_id"})
+_FLOAT_COLUMNS = frozenset(
+    c for c in (*SYNAPSE_COLUMNS, *NEURON_FIELDS) if c in {"z", "y", "x", "confidence",
+    "created", "updated"} or (c.startswith(("pre_", "post_")) and not c.endswith("_id"))
+)  # fmt: skip
+_IN_CHUNK = 5_000
+
+
+def to_frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows as a DataFrame: ids uint64, locations float64 (NULL -> NaN)."""
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    data: dict[str, Any] = {}
+    for name, column in zip(columns, values, strict=True):
+        if name in _ID_COLUMNS:
+            data[name] = from_db(np.fromiter(column, dtype=np.int64, count=len(column)))
+        elif name in _FLOAT_COLUMNS:
+            data[name] = np.array([np.nan if v is None else v for v in column], dtype=np.float64)
+        elif name in ("n_pre", "n_post"):
+            data[name] = np.fromiter(column, dtype=np.int64, count=len(column))
+        else:
+            data[name] = np.array(column, dtype=object)
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def _ids(values: int | Iterable[int] | np.ndarray) -> list[int]:
+    """User ids (one or many) -> stored int64 values."""
+    if isinstance(values, int | np.integer):
+        values = [int(values)]
+    arr = (
+        values
+        if isinstance(values, np.ndarray)
+        else np.array([int(v) for v in values], dtype=np.uint64)
+    )
+    return to_db(arr.astype(np.uint64)).tolist()
+
+
+def box_clause(box: BBox) -> ColumnElement[bool]:
+    """Synapses whose centre lies in ``box`` (cell ranges for the index, then exact bounds)."""
+    table = schema.synapses
+    exact = and_(
+        *(getattr(table.c, axis) >= lo for axis, lo in zip("zyx", box.start, strict=True)),
+        *(getattr(table.c, axis) < hi for axis, hi in zip("zyx", box.stop, strict=True)),
+    )
+    ranges = cell_ranges(box)
+    if ranges is None:
+        return exact
+    if not ranges:
+        return false()
+    return and_(or_(*(between(table.c.cell, lo, hi) for lo, hi in ranges)), exact)
+
+
+def synapse_clause(
+    neurons: int | Iterable[int] | None = None,
+    *,
+    pre: bool = True,
+    post: bool = True,
+    include_self: bool = False,
+    bbox: BBox | None = None,
+    status: str | Sequence[str] | None = None,
+) -> ColumnElement[bool]:
+    """The WHERE clause of a synapse query (see :meth:`AnnotationStore.synapses`)."""
+    table = schema.synapses
+    clauses: list[ColumnElement[bool]] = []
+    if neurons is not None:
+        ids = _ids(neurons)
+        sides = []
+        if pre:
+            sides.append(table.c.pre_id.in_(ids))
+        if post:
+            sides.append(table.c.post_id.in_(ids))
+        clauses.append(or_(*sides) if sides else false())
+    if not include_self:
+        clauses.append(table.c.pre_id != table.c.post_id)
+    if bbox is not None:
+        clauses.append(box_clause(bbox))
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        clauses.append(table.c.status.in_(wanted))
+    return and_(*clauses)
+
+
+def _page(query: Select[Any], start: int | None, stop: int | None) -> Select[Any]:
+    if start:
+        query = query.offset(int(start))
+    if stop is not None:
+        query = query.limit(max(0, int(stop) - int(start or 0)))
+    return query
+
+
+def synapses_frame(
+    conn: Connection,
+    where: ColumnElement[bool],
+    *,
+    start: int | None = None,
+    stop: int | None = None,
+    columns: Sequence[str] = SYNAPSE_COLUMNS,
+) -> pd.DataFrame:
+    """Synapses matching ``where``, ordered by id, rows ``start:stop``."""
+    table = schema.synapses
+    query = select(*(table.c[c] for c in columns)).where(where).order_by(table.c.id)
+    return to_frame(conn.execute(_page(query, start, stop)).all(), columns)
+
+
+def neuron_ids(
+    conn: Connection,
+    where: ColumnElement[bool] | None = None,
+    *,
+    order_by: str = "id",
+    descending: bool = False,
+) -> np.ndarray:
+    """Ids (uint64) of the neurons matching ``where``, in display order (ties by id)."""
+    table = schema.neurons
+    key = table.c[order_by]
+    order = [key.desc() if descending else key]
+    if order_by != "id":
+        order.append(table.c.id)
+    query = select(table.c.id).order_by(*order)
+    if where is not None:
+        query = query.where(where)
+    result = conn.exec_driver_sql(*_compiled(conn, query))
+    values = np.fromiter((row[0] for row in result), dtype=np.int64)
+    return from_db(values)
+
+
+def _compiled(conn: Connection, query: Select[Any]) -> tuple[str, Any]:
+    """A statement as driver SQL + parameters (skips SQLAlchemy's per-row processing)."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if conn.dialect.paramstyle in ("qmark", "numeric"):
+        return str(compiled), tuple(params[name] for name in compiled.positiontup or ())
+    return str(compiled), params
+
+
+def neurons_frame(
+    conn: Connection,
+    ids: np.ndarray | None = None,
+    *,
+    where: ColumnElement[bool] | None = None,
+    start: int | None = None,
+    stop: int | None = None,
+) -> pd.DataFrame:
+    """Neurons by id (in the order given), or all matching ``where`` by id."""
+    table = schema.neurons
+    columns = [table.c[c] for c in NEURON_FIELDS]
+    if ids is None:
+        query = select(*columns).order_by(table.c.id)
+        if where is not None:
+            query = query.where(where)
+        return to_frame(conn.execute(_page(query, start, stop)).all(), NEURON_FIELDS)
+    wanted = np.asarray(ids, dtype=np.uint64)
+    stored = to_db(wanted)
+    rows: list[Any] = []
+    for lo in range(0, stored.size, _IN_CHUNK):
+        part = np.unique(stored[lo : lo + _IN_CHUNK]).tolist()
+        rows.extend(conn.execute(select(*columns).where(table.c.id.in_(part))).all())
+    frame = to_frame(rows, NEURON_FIELDS)
+    if frame.empty:
+        return frame
+    frame = frame.set_index("id", drop=False)
+    present = wanted[np.isin(wanted, frame.index.to_numpy())]
+    return frame.loc[present].reset_index(drop=True)
+
+
+def partners(conn: Connection, neuron: int, *, include_self: bool = False) -> pd.DataFrame:
+    """Partners of ``neuron`` with synapse counts each way, most connected first.
+
+    Columns ``partner`` (uint64), ``outgoing`` (synapses neuron -> partner), ``incoming``
+    (partner -> neuron), ``total``, ``name`` and ``type`` of the partner.
+    """
+    table = schema.synapses
+    (me,) = _ids(neuron)
+    out_q = (
+        select(table.c.post_id, func.count()).where(table.c.pre_id == me).group_by(table.c.post_id)
+    )
+    in_q = (
+        select(table.c.pre_id, func.count()).where(table.c.post_id == me).group_by(table.c.pre_id)
+    )
+    counts: dict[int, list[int]] = {}
+    for index, query in enumerate((out_q, in_q)):
+        for partner, count in conn.execute(query):
+            counts.setdefault(int(partner), [0, 0])[index] = int(count)
+    if not include_self:
+        counts.pop(me, None)
+    stored = np.array(list(counts), dtype=np.int64)
+    frame = pd.DataFrame(
+        {
+            "partner": from_db(stored),
+            "outgoing": np.array([c[0] for c in counts.values()], dtype=np.int64),
+            "incoming": np.array([c[1] for c in counts.values()], dtype=np.int64),
+        }
+    )
+    frame["total"] = frame["outgoing"] + frame["incoming"]
+    names = neurons_frame(conn, frame["partner"].to_numpy())[["id", "name", "type"]]
+    frame = frame.merge(names.rename(columns={"id": "partner"}), on="partner", how="left")
+    frame[["name", "type"]] = frame[["name", "type"]].fillna("")
+    frame = frame.sort_values(["total", "partner"], ascending=[False, True], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def review_counts(conn: Connection, where: ColumnElement[bool]) -> dict[str, int]:
+    """Synapses matching ``where`` per review status (every status present, maybe 0)."""
+    table = schema.synapses
+    query = select(table.c.status, func.count()).where(where).group_by(table.c.status)
+    counts = {"unreviewed": 0, "verified": 0, "rejected": 0}
+    for status, count in conn.execute(query):
+        counts[str(status)] = int(count)
+    return counts

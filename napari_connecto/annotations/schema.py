@@ -1,0 +1,160 @@
+"""The annotation store's tables (SQLAlchemy Core), schema version and migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+)
+from sqlalchemy.dialects import sqlite
+
+from napari_connecto.errors import SchemaVersionError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "bookmarks",
+    "ensure_schema",
+    "meta",
+    "metadata",
+    "neurons",
+    "synapses",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the tables below; stored in ``connecto_meta`` under ``schema_version``."""
+
+metadata = MetaData()
+
+# INTEGER (not BIGINT) on SQLite makes the primary key the rowid: no second index.
+_ID = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+
+meta = Table(
+    "connecto_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+neurons = Table(
+    "neurons",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("type", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("notes", Text, nullable=False, server_default=""),
+    Column("z", Float),
+    Column("y", Float),
+    Column("x", Float),
+    Column("n_pre", Integer, nullable=False, server_default="0"),
+    Column("n_post", Integer, nullable=False, server_default="0"),
+    Index("ix_neurons_name", "name"),
+    Index("ix_neurons_type", "type"),
+    Index("ix_neurons_status", "status"),
+    Index("ix_neurons_n_pre", "n_pre"),
+    Index("ix_neurons_n_post", "n_post"),
+)
+
+synapses = Table(
+    "synapses",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=False),
+    Column("pre_id", BigInteger, nullable=False),
+    Column("post_id", BigInteger, nullable=False),
+    *(
+        Column(f"{site}_{axis}", Float, nullable=False)
+        for site in ("pre", "post")
+        for axis in "zyx"
+    ),
+    Column("z", Float, nullable=False),
+    Column("y", Float, nullable=False),
+    Column("x", Float, nullable=False),
+    Column("cell", BigInteger, nullable=False),
+    Column("confidence", Float),
+    Column("status", String(16), nullable=False, server_default="unreviewed"),
+    Column("reviewer", Text, nullable=False, server_default=""),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index("ix_synapses_pre", "pre_id", "post_id"),
+    Index("ix_synapses_post", "post_id", "pre_id"),
+    Index("ix_synapses_cell", "cell"),
+    Index("ix_synapses_status", "status"),
+)
+
+bookmarks = Table(
+    "bookmarks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("z", Float, nullable=False),
+    Column("y", Float, nullable=False),
+    Column("x", Float, nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("tags", Text, nullable=False, server_default=""),
+    Column("created", Float, nullable=False),
+)
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+"""``MIGRATIONS[v](conn)`` upgrades a version-``v`` store to ``v + 1``."""
+
+
+def ensure_schema(conn: Connection, *, where: str) -> int:
+    """Create the tables in an empty database, or migrate an older store; return its version.
+
+    Parameters
+    ----------
+    conn : sqlalchemy.Connection
+        An open connection inside a transaction.
+    where : str
+        The database, for messages.
+
+    Returns
+    -------
+    int
+        The schema version the database had before (0 for a new store).
+
+    Raises
+    ------
+    SchemaVersionError
+        If the database holds other tables and no store, or a newer schema version.
+    """
+    names = set(inspect(conn).get_table_names())
+    if meta.name not in names:
+        ours = {t.name for t in metadata.sorted_tables}
+        if names - ours - {"sqlite_sequence"}:
+            raise SchemaVersionError(
+                f"{where} is a database with other tables and no annotation store "
+                f"(found {', '.join(sorted(names)[:5])})"
+            )
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return 0
+    found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+    try:
+        version = int(found) if found is not None else -1
+    except ValueError:
+        version = -1
+    if version < 1:
+        raise SchemaVersionError(f"{where}: no valid schema_version in {meta.name} ({found!r})")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has schema version {version}; this napari-connecto reads up to "
+            f"{SCHEMA_VERSION}: upgrade napari-connecto"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        MIGRATIONS[step](conn)
+        conn.execute(
+            meta.update().where(meta.c.key == "schema_version").values(value=str(step + 1))
+        )
+    return version
