@@ -12,7 +12,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Select, and_, between, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    between,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
 
 from napari_connecto.annotations import schema
 from napari_connecto.annotations.frames import NEURON_COLUMNS, SYNAPSE_COLUMNS
@@ -110,7 +121,7 @@ def synapse_clause(
     if status is not None:
         wanted = [status] if isinstance(status, str) else list(status)
         clauses.append(table.c.status.in_(wanted))
-    return and_(*clauses)
+    return and_(true(), *clauses)
 
 
 def _page(query: Select[Any], start: int | None, stop: int | None) -> Select[Any]:

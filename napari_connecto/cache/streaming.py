@@ -155,12 +155,14 @@ class LayerStream:
         self._prefetch_jobs: dict[ChunkKey, FetchJob] = {}
         self._main_jobs: dict[ChunkKey, FetchJob] = {}
         self._thumb_jobs: dict[ChunkKey, FetchJob] = {}
+        self._hint_jobs: dict[ChunkKey, FetchJob] = {}
         self._scheduler.listen(self, self._arrived)
 
     def reopen(self) -> None:
         """Stream again after :meth:`close` (the layer was added back to a viewer)."""
         self._main = self._thumb = None
         self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
+        self._hint_jobs = {}
         self._scheduler.listen(self, self._arrived)
         self.streaming = True
         self.mark_dirty()
@@ -234,6 +236,7 @@ class LayerStream:
     def pause(self) -> None:
         """Stop fetching for this layer (hidden); its next read asks again."""
         self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
+        self._hint_jobs = {}
         self._main = self._thumb = None
         self._scheduler.submit(self, ())
         self.volume.service.cache.unpin(self)
@@ -366,9 +369,50 @@ class LayerStream:
         self._prefetch_jobs = self._prefetch(level, start, stop, centre)
         self._submit()
 
+    def hint(self, regions: list[tuple[Index3, Index3]], level: int | None = None) -> int:
+        """Prefetch display regions of ``level`` where the user is expected to go next.
+
+        The regions (e.g. the views around the next synapses of a review) are fetched at
+        prefetch priority, the first region first, and replace the previous hint.
+
+        Parameters
+        ----------
+        regions : list of (start, stop)
+            Display index regions of ``level``, most urgent first.
+        level : int, optional
+            The level to fetch (default: the level shown).
+
+        Returns
+        -------
+        int
+            How many blocks were not cached and are now wanted.
+        """
+        if not self.streaming:
+            return 0
+        if level is None:
+            level = self._main[0] if self._main is not None else 0
+        jobs: dict[ChunkKey, FetchJob] = {}
+        geom = self.volume.levels[level]
+        for rank, (start, stop) in enumerate(regions):
+            blocks = [
+                b
+                for b in self._uncached(level, start, stop)
+                if self.volume.key(level, b) not in jobs
+            ]
+            distances = _distances(geom, blocks, _center(start, stop, geom.factor))
+            for block, distance in zip(blocks, distances.tolist(), strict=True):
+                priority = Priority(
+                    Tier.PREFETCH, -level, HINT_RANK_DISTANCE * (rank + 1) + distance
+                )
+                job = self.volume.job(level, block, priority)
+                jobs[job.key] = job
+        self._hint_jobs = jobs
+        self._submit()
+        return len(jobs)
+
     def _submit(self) -> None:
         cache = self.volume.service.cache
-        jobs = {**self._prefetch_jobs, **self._thumb_jobs, **self._main_jobs}
+        jobs = {**self._hint_jobs, **self._prefetch_jobs, **self._thumb_jobs, **self._main_jobs}
         self._scheduler.submit(self, (job for key, job in jobs.items() if key not in cache))
 
     def _jobs(
@@ -445,6 +489,10 @@ class LayerStream:
             order = np.argsort(_distances(geom, blocks, _center(start, stop, geom.factor)))
             blocks = [blocks[i] for i in order[:most]]
         vol.service.cache.pin(self, [vol.key(level, b) for b in blocks])
+
+
+HINT_RANK_DISTANCE = 1e9
+"""Hinted regions are fetched in order: each rank lies farther than any block distance."""
 
 
 def _distances(geom: LevelGeometry, blocks: list[Index3], centre: np.ndarray) -> np.ndarray:

@@ -222,6 +222,45 @@ class StreamingController:
                 self._unfit_3d(layer)
                 stream.settle()
 
+    def prefetch_locations(self, positions_nm: np.ndarray) -> int:
+        """Fetch, at prefetch priority, the views the user is likely to jump to next.
+
+        For every visible streamed layer, one view-sized region (the size of what the
+        layer shows now, at its current level, on the section of the position) is hinted
+        around each position; earlier positions first. A new call replaces the last.
+
+        Parameters
+        ----------
+        positions_nm : numpy.ndarray
+            ``(N, 3)`` world positions, z, y, x nm (e.g. the next synapses to review).
+
+        Returns
+        -------
+        int
+            Blocks that were not cached and are now wanted.
+        """
+        viewer = self.viewer
+        if viewer is None or viewer.dims.ndisplay != 2:
+            return 0
+        points = np.asarray(positions_nm, dtype=np.float64).reshape(-1, 3)
+        wanted = 0
+        for layer, stream in self.streams():
+            shown = stream.shown
+            if not layer.visible or shown is None or layer.ndim != 3:
+                continue
+            level, start, stop = shown
+            factor = np.asarray(layer.downsample_factors[level]) if layer.multiscale else np.ones(3)
+            half = (np.asarray(stop) - np.asarray(start)) / 2
+            centres = (points - np.asarray(layer.translate)) / np.asarray(layer.scale) / factor
+            regions = []
+            for centre in centres:
+                lo = np.floor(centre - half).astype(int)
+                hi = np.ceil(centre + half).astype(int)
+                lo[0], hi[0] = math.floor(centre[0]), math.floor(centre[0]) + 1
+                regions.append((tuple(lo.tolist()), tuple(hi.tolist())))
+            wanted += stream.hint(regions, level=level)
+        return wanted
+
     # -- 3D --------------------------------------------------------------------------------
     def _fit_3d(self, layer: Layer) -> None:
         if not layer.multiscale or layer.locked_data_level is not None:

@@ -359,6 +359,41 @@ def test_settle_without_prefetch_setting_fetches_nothing(make_service) -> None:
     assert backend.reads == []
 
 
+def test_hinted_regions_are_fetched_in_order_and_shown_sharp_at_once(make_service, gates) -> None:
+    service = make_service(workers=1)
+    backend, vol, stream = open_stream(service, streaming=True, gated=(0,), gates=gates)
+    stream.read(0, (0, 0, 0), (1, 32, 32))
+    backend.gate.set()
+    assert service.scheduler.wait_idle(WAIT)
+    backend.reset()
+    backend.gate.clear()
+    # the next two synapses to review: the later one is asked for first but fetched last
+    regions = [((9, 96, 96), (10, 128, 128)), ((5, 64, 0), (6, 96, 32))]
+    assert stream.hint(regions) == 2
+    backend.gate.set()
+    assert service.scheduler.wait_idle(WAIT)
+    assert read_blocks(backend, vol) == [(0, (2, 3, 3)), (0, (1, 2, 0))]
+    backend.reset()
+    jump = stream.read(0, (5, 64, 0), (6, 96, 32))  # the jump: sharp without a fetch
+    np.testing.assert_array_equal(jump, truth(vol, 0, (5, 64, 0), (6, 96, 32)))
+    assert stream.sharp
+    assert stream.hint(regions) == 0  # all cached: nothing more to fetch
+
+
+def test_hints_wait_behind_visible_blocks(make_service, gates) -> None:
+    service = make_service(workers=1)
+    backend, vol, stream = open_stream(service, streaming=True, gated=(0, 1, 2), gates=gates)
+    stream.hint([((9, 96, 96), (10, 128, 128)), ((9, 0, 96), (10, 32, 128))], level=0)
+    backend.wait_started(1)  # the first hinted block is in flight (one worker, gated)
+    stream.read(0, (0, 0, 0), (1, 64, 32))  # then the user looks somewhere
+    backend.gate.set()
+    assert service.scheduler.wait_idle(WAIT)
+    order = read_blocks(backend, vol)
+    assert order[0] == (0, (2, 3, 3))
+    visible = [order.index((0, (0, 0, 0))), order.index((0, (0, 1, 0)))]
+    assert order.index((0, (2, 0, 3))) > max(visible)
+
+
 def test_visible_blocks_load_before_thumbnail_and_both_are_wanted(make_service, gates) -> None:
     service = make_service(workers=1, preview_levels=0)
     backend, vol, stream = open_stream(service, gated=(0, 1, 2), gates=gates, streaming=True)

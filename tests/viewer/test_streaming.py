@@ -408,3 +408,21 @@ def test_duplicate_layer_streams_on_its_own(make_napari_viewer):
     assert wait_until_loaded(viewer, 30)
     assert stream_of(twin).sharp
     controller.close()
+
+
+def test_prefetched_locations_are_sharp_on_arrival(make_napari_viewer, service_settings):
+    backend = _backend(latency=0.02)
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, backend)
+    _look_at(viewer, 1, 300, 300, zoom=0.25)
+    assert wait_until_loaded(viewer, 30)
+    level = layer.data_level
+    target = np.array([[6 * 40.0, 1700 * 4.0, 1500 * 4.0]])  # the next synapse, far away
+    assert controller.prefetch_locations(target) > 0
+    _process_until(service_settings.scheduler.idle, timeout=20)
+    backend.reset()
+    _look_at(viewer, 6, 1700, 1500, zoom=0.25)  # the jump
+    assert layer.data_level == level
+    assert stream_of(layer).sharp, "the jump had to wait for data"
+    assert [r for r in backend.reads if r[0] == level] == []  # (the thumbnail may load)
+    controller.close()
