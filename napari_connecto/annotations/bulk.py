@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, func, select
 
 from napari_connecto.annotations.ids import to_db
 
@@ -17,6 +17,8 @@ __all__ = ["fetch_by_ids", "insert_frame"]
 CHUNK_ROWS = 200_000
 """Rows per executemany / COPY chunk (bounds the memory of a large import)."""
 IN_CHUNK = 5_000
+REBUILD_ROWS = 50_000
+"""Batches from this size up may rebuild the table's indexes instead of updating them."""
 """Ids per ``IN (...)`` list (SQLite allows 32766 parameters)."""
 
 
@@ -29,7 +31,10 @@ def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     """Insert every row of ``frame`` (columns named as the table's, ids already int64).
 
     SQLite gets one ``executemany`` per chunk (NaN binds as NULL); PostgreSQL gets
-    ``COPY ... FROM STDIN`` in CSV, all inside the caller's transaction.
+    ``COPY ... FROM STDIN`` in CSV, all inside the caller's transaction. A batch at least
+    as large as the table (and :data:`REBUILD_ROWS`) is inserted with the secondary
+    indexes dropped and rebuilt afterwards, in the same transaction: building an index
+    by sorting once is ~5x faster than updating it row by row.
 
     Parameters
     ----------
@@ -42,6 +47,21 @@ def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     """
     if frame.empty:
         return
+    rebuild = len(frame) >= REBUILD_ROWS and len(frame) >= _row_count(conn, table)
+    if rebuild:
+        for index in table.indexes:
+            index.drop(conn)
+    _insert(conn, table, frame)
+    if rebuild:
+        for index in table.indexes:
+            index.create(conn)
+
+
+def _row_count(conn: Connection, table: Table) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
+
+
+def _insert(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     columns = list(frame.columns)
     if conn.dialect.name == "postgresql":
         nullable = [c for c in columns if table.c[c].nullable]

@@ -25,6 +25,8 @@ LOCK_RETRIES = 6
 """Attempts on a locked SQLite database before :class:`StoreLockedError` (each waits
 ``busy_timeout`` inside SQLite, then a jittered backoff)."""
 BUSY_TIMEOUT_MS = 2000
+SQLITE_CACHE_KIB = 65536
+"""SQLite page cache per connection (64 MiB): big imports and index builds stay in memory."""
 
 
 def normalize_url(target: str | os.PathLike[str]) -> str:
@@ -111,6 +113,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 
