@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = [
+    "AnnotationStore",
     "BBox",
     "ConnectoError",
     "Entry",
@@ -36,6 +37,7 @@ __all__ = [
     "open_points",
     "open_volume",
     "parse_source",
+    "read_annotations",
     "register_backend",
     "view",
 ]
@@ -63,3 +65,16 @@ def view(*sources: Any, at: Any = None, viewer: napari.Viewer | None = None) -> 
     from napari_connecto.viewer.launch import view as _view
 
     return _view(*sources, at=at, viewer=viewer)
+
+
+def __getattr__(name: str) -> Any:
+    """Load the annotation store (SQLAlchemy, pandas) only when it is asked for."""
+    if name == "AnnotationStore":
+        from napari_connecto.annotations.store import AnnotationStore
+
+        return AnnotationStore
+    if name == "read_annotations":
+        from napari_connecto.annotations.importers import read_annotations
+
+        return read_annotations
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

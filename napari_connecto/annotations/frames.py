@@ -293,9 +293,9 @@ def _timestamps(frame: pd.DataFrame, column: str, path: str, default: float) -> 
         if bad.size:
             row = int(bad[0])
             raise ImportFormatError(path, f"not a date: {raw.iloc[row]!r}", row=row, column=column)
-        values = np.where(parsed.isna(), np.nan, parsed.astype("int64", copy=False) / 1e9)
-        values = values.astype(np.float64)
-        values[parsed.isna().to_numpy()] = np.nan
+        # seconds since the epoch whatever the datetime unit (pandas 3 parses to us)
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        values = pd.Series(seconds).to_numpy(dtype=np.float64, na_value=np.nan)
     return np.where(np.isnan(values), default, values)
 
 
