@@ -32,10 +32,13 @@ from napari_connecto.annotations.frames import (
     normalize_synapses,
 )
 from napari_connecto.annotations.ids import from_db, to_db
+from napari_connecto.annotations.queries import to_frame
 from napari_connecto.annotations.spatial import cell_of
 from napari_connecto.errors import ConflictError
 
 __all__ = ["ImportSummary", "import_batch"]
+
+_IN_CHUNK = 5_000
 
 _TEXT = ("name", "type", "status", "notes")
 _KEYPOINT = ("z", "y", "x")
@@ -88,6 +91,7 @@ def import_batch(conn: Connection, batch: ImportBatch) -> ImportSummary:
     neurons = _normalized(batch.neurons, normalize_neurons, NEURON_COLUMNS, batch.source)
     synapses = drop_identical_duplicates(synapses, "synapses", batch.source)
     neurons = drop_identical_duplicates(neurons, "neurons", batch.source)
+    synapses = _recognise_unnumbered(conn, synapses)
     synapses = _assign_ids(conn, synapses)
     synapses, unchanged = _new_synapses(conn, synapses)
     added, filled, kept = _merge_neurons(conn, neurons, synapses)
@@ -113,6 +117,36 @@ def _normalized(frame, normalize, columns, source: str) -> pd.DataFrame:  # type
 
 def _is_empty(conn: Connection, table) -> bool:  # type: ignore[no-untyped-def]
     return not conn.execute(select(exists().select_from(table))).scalar()
+
+
+def _recognise_unnumbered(conn: Connection, synapses: pd.DataFrame) -> pd.DataFrame:
+    """Give id-0 synapses the id of a stored synapse with the same neurons and centre.
+
+    Files without synapse ids (butterfly arrays, plain tables) can then be imported
+    again without doubling every synapse.
+    """
+    missing = np.flatnonzero(synapses["id"].to_numpy() == 0)
+    if not missing.size or _is_empty(conn, schema.synapses):
+        return synapses
+    table = schema.synapses
+    keys = ["pre_id", "post_id", "z", "y", "x"]
+    pres = to_db(np.unique(synapses["pre_id"].to_numpy()[missing])).tolist()
+    rows = []
+    for start in range(0, len(pres), _IN_CHUNK):
+        part = pres[start : start + _IN_CHUNK]
+        query = select(table.c.id, *(table.c[k] for k in keys)).where(table.c.pre_id.in_(part))
+        rows.extend(conn.execute(query).all())
+    if not rows:
+        return synapses
+    stored = to_frame(rows, ["id", *keys]).drop_duplicates(keys)
+    matched = synapses.iloc[missing][keys].merge(stored, on=keys, how="left")["id"]
+    found = matched.notna().to_numpy()
+    if not found.any():
+        return synapses
+    synapses = synapses.copy()
+    column = synapses.columns.get_loc("id")
+    synapses.iloc[missing[found], column] = matched[found].to_numpy().astype(np.uint64)
+    return synapses
 
 
 def _assign_ids(conn: Connection, synapses: pd.DataFrame) -> pd.DataFrame:

@@ -162,6 +162,15 @@ def test_reimport_is_harmless_and_keeps_review_state(filled: AnnotationStore) ->
     assert filled.neurons([10])["n_pre"].item() == 5  # counts not doubled
 
 
+def test_files_without_synapse_ids_can_be_imported_again(store: AnnotationStore) -> None:
+    rows = synapse_frame([(0, 10, 11, 0, 1, 2), (0, 10, 11, 40, 1, 2), (0, BIG, 10, 4, 5, 6)])
+    assert store.add_synapses(rows).synapses_added == 3
+    again = store.add_synapses(pd.concat([rows, synapse_frame([(0, 12, 10, 9, 9, 9)])]))
+    assert (again.synapses_added, again.synapses_unchanged) == (1, 3)
+    assert store.count_synapses(include_self=True) == 4
+    assert store.neurons([10])["n_post"].item() == 2
+
+
 def test_conflicting_import_is_refused_whole(filled: AnnotationStore) -> None:
     changed = synapse_frame([(1, 10, 12, 0, 100, 100), (100, 10, 11, 7, 7, 7)])
     with pytest.raises(ConflictError) as info:
