@@ -12,13 +12,16 @@ from sqlalchemy import Connection, Table, func, select
 
 from napari_connecto.annotations.ids import to_db
 
-__all__ = ["fetch_by_ids", "insert_frame"]
+__all__ = ["analyze", "fetch_by_ids", "insert_frame"]
 
 CHUNK_ROWS = 200_000
 """Rows per executemany / COPY chunk (bounds the memory of a large import)."""
 IN_CHUNK = 5_000
 REBUILD_ROWS = 50_000
-"""Batches from this size up may rebuild the table's indexes instead of updating them."""
+"""Batches from this size up may rebuild the table's indexes instead of updating them,
+and refresh the planner statistics."""
+SQLITE_ANALYSIS_ROWS = 2000
+"""Rows SQLite's ANALYZE samples per index (approximate statistics, fast on any size)."""
 """Ids per ``IN (...)`` list (SQLite allows 32766 parameters)."""
 
 
@@ -55,6 +58,14 @@ def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     if rebuild:
         for index in table.indexes:
             index.create(conn)
+
+
+def analyze(conn: Connection, tables: Sequence[Table]) -> None:
+    """Refresh the planner's statistics after a big import (both databases plan by them)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_ROWS}")
+    for table in tables:
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
 
 
 def _row_count(conn: Connection, table: Table) -> int:

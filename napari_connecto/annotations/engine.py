@@ -71,7 +71,9 @@ def _redact(text: str) -> str:
         return text.rsplit("@", maxsplit=1)[-1]
 
 
-def make_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engine:
+def make_engine(
+    target: str | os.PathLike[str], *, create: bool = True, autocommit: bool = False
+) -> Engine:
     """Open an engine; SQLite files get WAL, ``synchronous=NORMAL`` and a busy timeout.
 
     Parameters
@@ -80,6 +82,8 @@ def make_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         Path or URL (see :func:`normalize_url`).
     create : bool
         Whether a missing SQLite file may be created.
+    autocommit : bool
+        Connections without transactions (for reads: one round trip per query).
 
     Returns
     -------
@@ -93,18 +97,34 @@ def make_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     """
     url = normalize_url(target)
     parsed = make_url(url)
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        # no pre-ping: it costs a round trip per query; a dropped connection is retried once
+        engine = create_engine(url, connect_args={"connect_timeout": 10}, **options)
+        event.listen(engine, "connect", _postgres_session)
+        return engine
     database = parsed.database or ""
     if database and database != ":memory:":
         path = Path(database)
         if not path.parent.is_dir() or (not create and not path.exists()):
             raise SourceNotFoundError(str(path), "annotation database")
     engine = create_engine(
-        url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        url,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        **options,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
+    """No JIT: compiling a plan costs ~5 ms, more than the store's queries take to run."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True  # a SET inside a rolled-back transaction is undone
+    try:
+        dbapi_connection.execute("SET jit = off")
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

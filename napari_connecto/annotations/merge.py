@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import Connection, exists, func, select
 
 from napari_connecto.annotations import schema
-from napari_connecto.annotations.bulk import fetch_by_ids, insert_frame
+from napari_connecto.annotations.bulk import REBUILD_ROWS, analyze, fetch_by_ids, insert_frame
 from napari_connecto.annotations.frames import (
     NEURON_COLUMNS,
     SYNAPSE_COLUMNS,
@@ -96,6 +96,8 @@ def import_batch(conn: Connection, batch: ImportBatch) -> ImportSummary:
     synapses, unchanged = _new_synapses(conn, synapses)
     added, filled, kept = _merge_neurons(conn, neurons, synapses)
     _insert_synapses(conn, synapses)
+    if len(synapses) + added >= REBUILD_ROWS:
+        analyze(conn, (schema.neurons, schema.synapses))
     return ImportSummary(
         source=batch.source,
         synapses_added=len(synapses),

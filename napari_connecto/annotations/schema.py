@@ -60,11 +60,12 @@ neurons = Table(
     Column("x", Float),
     Column("n_pre", Integer, nullable=False, server_default="0"),
     Column("n_post", Integer, nullable=False, server_default="0"),
-    Index("ix_neurons_name", "name"),
-    Index("ix_neurons_type", "type"),
-    Index("ix_neurons_status", "status"),
-    Index("ix_neurons_n_pre", "n_pre"),
-    Index("ix_neurons_n_post", "n_post"),
+    # (column, id): the neuron table's sort order, ties by id, read straight off the index
+    Index("ix_neurons_name", "name", "id"),
+    Index("ix_neurons_type", "type", "id"),
+    Index("ix_neurons_status", "status", "id"),
+    Index("ix_neurons_n_pre", "n_pre", "id"),
+    Index("ix_neurons_n_post", "n_post", "id"),
 )
 
 synapses = Table(

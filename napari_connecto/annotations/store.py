@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, exists, func, select
+from sqlalchemy.exc import DBAPIError
 
 from napari_connecto.annotations import queries, schema
+from napari_connecto.annotations.bulk import REBUILD_ROWS
 from napari_connecto.annotations.engine import make_engine, retry_locked
 from napari_connecto.annotations.filters import parse_filter, to_sql
 from napari_connecto.annotations.frames import SYNAPSE_STATUSES, ImportBatch
@@ -75,6 +77,8 @@ class AnnotationStore:
 
     def __init__(self, target: str | os.PathLike[str], *, create: bool = True) -> None:
         self._engine: Engine = make_engine(target, create=create)
+        # reads run in autocommit: one round trip per query, no BEGIN/ROLLBACK around it
+        self._reader: Engine = make_engine(target, create=create, autocommit=True)
         self.where = self._engine.url.render_as_string(hide_password=True)
         self._write(lambda conn: schema.ensure_schema(conn, where=self.where))
 
@@ -91,6 +95,7 @@ class AnnotationStore:
     def close(self) -> None:
         """Release every connection."""
         self._engine.dispose()
+        self._reader.dispose()
 
     def __enter__(self) -> AnnotationStore:
         return self
@@ -112,9 +117,17 @@ class AnnotationStore:
         return retry_locked(attempt, where=self.where)
 
     def _read(self, action: Callable[[Connection], T]) -> T:
+        """Run a read-only ``action``; a connection the server dropped is retried once."""
+
         def attempt() -> T:
-            with self._engine.connect() as conn:
-                return action(conn)
+            for tries_left in (1, 0):
+                try:
+                    with self._reader.connect() as conn:
+                        return action(conn)
+                except DBAPIError as exc:
+                    if not (exc.connection_invalidated and tries_left):
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
 
         return retry_locked(attempt, where=self.where)
 
@@ -141,7 +154,15 @@ class AnnotationStore:
         StoreLockedError
             The database stayed locked.
         """
-        return self._write(lambda conn: import_batch(conn, batch))
+        summary = self._write(lambda conn: import_batch(conn, batch))
+        if self.dialect == "postgresql" and (
+            summary.synapses_added + summary.neurons_added >= REBUILD_ROWS
+        ):
+            # index-only scans need the visibility map that only VACUUM writes; without it
+            # the neuron table's id order costs a heap fetch per neuron until autovacuum runs
+            with self._reader.connect() as conn:
+                conn.exec_driver_sql("VACUUM (ANALYZE) neurons, synapses")
+        return summary
 
     def add_neurons(self, frame: pd.DataFrame, *, source: str = "neurons") -> ImportSummary:
         """Import a neuron frame (see :func:`.frames.normalize_neurons`)."""
@@ -190,7 +211,13 @@ class AnnotationStore:
         where = queries.synapse_clause(
             neurons, pre=pre, post=post, include_self=include_self, bbox=bbox, status=status
         )
-        return self._read(lambda conn: queries.synapses_frame(conn, where, start=start, stop=stop))
+        paged = start is not None or stop is not None
+        sort_in_sql = bbox is None or paged  # see queries.synapses_frame
+        return self._read(
+            lambda conn: queries.synapses_frame(
+                conn, where, start=start, stop=stop, sort_in_sql=sort_in_sql
+            )
+        )
 
     def synapses_of(
         self, neuron: int, *, pre: bool = True, post: bool = True, include_self: bool = False
@@ -210,8 +237,24 @@ class AnnotationStore:
         return frame
 
     def synapses_in_box(self, bbox: BBox, *, limit: int | None = None) -> pd.DataFrame:
-        """Synapses whose centre lies in ``bbox`` (nm), at most ``limit`` (self-synapses too)."""
-        return self.synapses(bbox=bbox, include_self=True, stop=limit)
+        """Synapses whose centre lies in ``bbox`` (nm), self-synapses too, ordered by id.
+
+        Parameters
+        ----------
+        bbox : BBox
+            The box in nm.
+        limit : int, optional
+            At most this many (which ones, when there are more, is unspecified).
+
+        Returns
+        -------
+        pandas.DataFrame
+            :meth:`synapses` columns.
+        """
+        where = queries.synapse_clause(None, include_self=True, bbox=bbox)
+        return self._read(
+            lambda conn: queries.synapses_frame(conn, where, stop=limit, sort_in_sql=False)
+        )
 
     def synapse(self, synapse_id: int) -> pd.Series:
         """One synapse as a row; :class:`KeyError` if there is none."""
