@@ -341,6 +341,16 @@ def test_cremi_neurons_from_neuron_ids_with_offsets(tmp_path: Path) -> None:
     assert batch.neurons[["z", "y", "x"]].isna().all(axis=None)
 
 
+@pytest.mark.parametrize("suffix", ["#annotations", "/annotations"])
+def test_cremi_named_like_its_points_source(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / "sample_A.h5"
+    write_cremi(path)
+    batch = read_annotations(f"{path}{suffix}")  # as list_contents names the synapses
+    assert ints(batch.synapses["id"]) == [11, 12]
+    with pytest.raises(SourceNotFoundError):
+        read_annotations(f"{tmp_path / 'other.h5'}{suffix}")
+
+
 def test_cremi_type_name_and_shared_post_sites_get_row_ids(tmp_path: Path) -> None:
     path = tmp_path / "cremi.h5"
     write_cremi(path, type_name="type", partners=np.array([[10, 11], [BIG63, 11]], np.uint64))

@@ -93,9 +93,7 @@ def read_annotations(
     ConflictError
         If one id appears with two different rows in the file.
     """
-    where = Path(path)
-    if not where.is_file():
-        raise SourceNotFoundError(str(path), "not an existing file")
+    where = _file_of(path)
     name = format if format is not None else sniff_format(where)
     importer = get_importer(name, str(where))
     options = ReadOptions(
@@ -105,6 +103,20 @@ def read_annotations(
     if segmentation is not None and batch.neurons is not None and len(batch.neurons):
         batch = _with_keypoints(batch, segmentation)
     return batch
+
+
+def _file_of(path: str | os.PathLike[str]) -> Path:
+    """The file to read: ``path``, or the file part of a ``file.h5#annotations`` source."""
+    where = Path(path)
+    if where.is_file():
+        return where
+    text = os.fspath(path)
+    for marker in ("#", ".h5/", ".hdf5/", ".hdf/"):
+        head, found, _inner = text.partition(marker)
+        candidate = Path(head + (found[:-1] if marker != "#" else ""))
+        if found and candidate.is_file():
+            return candidate
+    raise SourceNotFoundError(str(path), "not an existing file")
 
 
 def _with_keypoints(batch: ImportBatch, segmentation: SourceLike) -> ImportBatch:
