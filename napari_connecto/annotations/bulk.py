@@ -11,6 +11,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, func, select
 
 from napari_connecto.annotations.ids import to_db
+from napari_connecto.annotations.schema import indexes_of
 
 __all__ = ["analyze", "fetch_by_ids", "insert_frame"]
 
@@ -51,13 +52,12 @@ def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     if frame.empty:
         return
     rebuild = len(frame) >= REBUILD_ROWS and len(frame) >= _row_count(conn, table)
-    if rebuild:
-        for index in table.indexes:
-            index.drop(conn)
+    indexes = indexes_of(table, conn.dialect.name) if rebuild else []
+    for index in indexes:
+        index.drop(conn)
     _insert(conn, table, frame)
-    if rebuild:
-        for index in table.indexes:
-            index.create(conn)
+    for index in indexes:
+        index.create(conn)
 
 
 def analyze(conn: Connection, tables: Sequence[Table]) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "bookmarks",
     "ensure_schema",
+    "indexes_of",
     "meta",
     "metadata",
     "neurons",
@@ -90,9 +91,33 @@ synapses = Table(
     Column("updated", Float, nullable=False),
     Index("ix_synapses_pre", "pre_id", "post_id"),
     Index("ix_synapses_post", "post_id", "pre_id"),
-    Index("ix_synapses_cell", "cell"),
     Index("ix_synapses_status", "status"),
 )
+
+# The spatial index covers every column, so a box query reads the synapses of a view from
+# a few neighbouring index pages instead of one scattered table row each (10M synapses:
+# 15 -> 4 ms per view). It doubles the synapse table's size on disk. SQLite indexes every
+# column as a key; PostgreSQL keys on the cell and position and INCLUDEs the rest (a key
+# holds at most ~2.7 kB, and reviewer names are free text).
+_SPATIAL_KEY = ("cell", "z", "y", "x")
+_SPATIAL_REST = tuple(c.name for c in synapses.c if c.name not in _SPATIAL_KEY)
+Index(
+    "ix_synapses_cell",
+    *(synapses.c[name] for name in (*_SPATIAL_KEY, *_SPATIAL_REST)),
+    info={"dialect": "sqlite"},
+).ddl_if(dialect="sqlite")
+Index(
+    "ix_synapses_cell_pg",
+    *(synapses.c[name] for name in _SPATIAL_KEY),
+    postgresql_include=list(_SPATIAL_REST),
+    info={"dialect": "postgresql"},
+).ddl_if(dialect="postgresql")
+
+
+def indexes_of(table: Table, dialect: str) -> list[Index]:
+    """The indexes of ``table`` that exist in a database of ``dialect``."""
+    return [i for i in table.indexes if i.info.get("dialect", dialect) == dialect]
+
 
 bookmarks = Table(
     "bookmarks",
