@@ -1,23 +1,33 @@
-"""The ``napari-connecto`` command: ``view``, ``info`` and ``demo``."""
+"""The ``napari-connecto`` command: ``view``, ``info``, ``demo``, ``import`` and ``synapses``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from napari_connecto.errors import ConnectoError
+from napari_connecto.errors import AnnotationError, ConnectoError
 from napari_connecto.opening import list_contents, open_points, open_volume
 
 if TYPE_CHECKING:
     import napari
+    import pandas as pd
+
+    from napari_connecto.annotations import AnnotationStore, ImportSummary
+    from napari_connecto.sample import SamplePaths
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
+
+DEMO_STORE_NAME = "annotations.db"
+"""The demo's SQLite store, inside the sample directory (replaced with the sample)."""
+_DEMO_SETTING = "demo.sample"
 
 
 def _position(text: str) -> tuple[float, float, float]:
@@ -28,6 +38,36 @@ def _position(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected Z,Y,X in nm, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def _resolution(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X nm per voxel (> 0), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _neuron_id(text: str) -> int:
+    """A uint64 id, parsed exactly (never through float)."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if not 0 < value < 2**64:
+        raise argparse.ArgumentTypeError(
+            f"expected a neuron id (integer, 1 to 2**64-1), got {text!r}"
+        )
+    return value
+
+
+def _column_map(text: str) -> tuple[str, str]:
+    file_column, sep, column = text.partition("=")
+    if not sep or not file_column.strip() or not column.strip():
+        raise argparse.ArgumentTypeError(f"expected FILECOL=COL, got {text!r}")
+    return file_column.strip(), column.strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     view = sub.add_parser("view", help="open sources in a napari viewer")
     view.add_argument("sources", nargs="+", help="paths or URLs (zarr, n5, h5, precomputed)")
     view.add_argument("--at", type=_position, help="centre on Z,Y,X (nm)")
+    view.add_argument(
+        "--annotations", metavar="DB", help="dock the neuron and synapse tables of this store"
+    )
+    view.add_argument("--neuron", type=_neuron_id, metavar="ID", help="select this neuron")
     _add_screenshot(view)
 
     info = sub.add_parser("info", help="print scales, dtype, chunking and encoding")
@@ -49,8 +93,64 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate (once) and open the synthetic EM sample")
     demo.add_argument("--at", type=_position, help="centre on Z,Y,X (nm)")
+    demo.add_argument(
+        "--annotations",
+        metavar="DB",
+        help="annotation store to import the sample's synapses into and dock "
+        "(default: annotations.db in the sample directory)",
+    )
+    demo.add_argument("--neuron", type=_neuron_id, metavar="ID", help="select this neuron")
     _add_screenshot(demo)
+    _add_annotation_commands(sub)
     return parser
+
+
+def _add_annotation_commands(sub: Any) -> None:
+    """The ``import`` and ``synapses`` subcommands."""
+    imp = sub.add_parser(
+        "import",
+        help="import neurons and synapses from a file into an annotation store",
+        description="Read SOURCE and import it into DB in one transaction: new rows are "
+        "added, rows already stored exactly so are unchanged, conflicts import nothing.",
+    )
+    imp.add_argument("source", help="CREMI .h5, CSV/Parquet table, CAVE export or arrays")
+    imp.add_argument("--db", required=True, help="SQLite file (created) or postgresql:// URL")
+    imp.add_argument(
+        "--format", help="cremi, cave, arrays or table (default: sniffed from the file)"
+    )
+    imp.add_argument("--kind", choices=("synapses", "neurons"), help="what a table's rows are")
+    imp.add_argument(
+        "--resolution", type=_resolution, metavar="Z,Y,X", help="nm per voxel of the positions"
+    )
+    imp.add_argument(
+        "--segmentation", metavar="SEG", help="segmentation volume for neuron ids and keypoints"
+    )
+    imp.add_argument(
+        "--map",
+        type=_column_map,
+        action="append",
+        default=[],
+        metavar="FILECOL=COL",
+        help="read file column FILECOL as COL (e.g. pre_pt_root_id=pre_id); repeatable",
+    )
+
+    syn = sub.add_parser(
+        "synapses",
+        help="write the synapses of a neuron to stdout (CSV or JSON)",
+        description="Synapses of one neuron, ordered by id, with direction (out/in) and "
+        "partner columns; ids are exact integers.",
+    )
+    syn.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    syn.add_argument("--neuron", required=True, type=_neuron_id, metavar="ID")
+    side = syn.add_mutually_exclusive_group()
+    side.add_argument(
+        "--pre", action="store_true", help="only synapses where the neuron is presynaptic"
+    )
+    side.add_argument(
+        "--post", action="store_true", help="only synapses where the neuron is postsynaptic"
+    )
+    syn.add_argument("--include-self", action="store_true", help="keep autapses")
+    syn.add_argument("--format", choices=("csv", "json"), default="csv")
 
 
 def _size(text: str) -> int:
@@ -79,25 +179,161 @@ def _add_screenshot(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    """Run the command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 after a clear one-line error on stderr.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "view" and args.neuron is not None and not args.annotations:
+        parser.error("--neuron needs --annotations DB")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
         _configure_cache(args)
         if args.command == "info":
             return _info(args.source, as_json=args.json)
+        if args.command == "import":
+            return _import(args)
+        if args.command == "synapses":
+            return _synapses(args)
         if args.command == "demo":
-            from napari_connecto.sample import ensure_sample
-
-            paths = ensure_sample()
-            at = args.at
-            if at is None:  # open on the first synapse, as a proofreader would
-                at = tuple(open_points(paths.cremi_synapses).positions_nm[0])
-            return _view([paths.ome_zarr, paths.cremi_synapses], at, args.screenshot)
-        return _view(args.sources, args.at, args.screenshot)
+            return _demo(args)
+        return _view(args.sources, args.at, args.screenshot, args.annotations, args.neuron)
     except ConnectoError as exc:
         sys.stderr.write(f"napari-connecto: {exc}\n")
         return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from napari_connecto.sample import ensure_sample
+
+    paths = ensure_sample()
+    at = args.at
+    if at is None:  # open on the first synapse, as a proofreader would
+        at = tuple(open_points(paths.cremi_synapses).positions_nm[0])
+    db = args.annotations or str(paths.directory / DEMO_STORE_NAME)
+    with _open_store(db, create=True) as store:
+        _import_sample(store, paths)
+    return _view([paths.ome_zarr, paths.cremi_synapses], at, args.screenshot, db, args.neuron)
+
+
+def _import_sample(store: AnnotationStore, paths: SamplePaths) -> None:
+    """Import the sample's CREMI synapses into ``store`` once (again would be unchanged)."""
+    from napari_connecto.annotations.importers import read_annotations
+
+    marker = paths.marker.read_text(encoding="utf-8").strip()
+    if store.get_setting(_DEMO_SETTING) == marker:
+        return
+    summary = store.import_batch(read_annotations(paths.cremi, format="cremi"))
+    store.set_setting(_DEMO_SETTING, marker)
+    logger.info("%s", _summary_line(summary, store.where))
+
+
+@contextlib.contextmanager
+def _open_store(db: str, *, create: bool) -> Iterator[AnnotationStore]:
+    """An open store; database-driver failures become one-line :class:`AnnotationError`."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from napari_connecto.annotations import AnnotationStore
+
+    where = _redact(db)
+    try:
+        store = AnnotationStore.open(db, create=create)
+    except SQLAlchemyError as exc:
+        raise AnnotationError(f"cannot open annotation database {where}: {_reason(exc)}") from None
+    try:
+        yield store
+    except SQLAlchemyError as exc:
+        raise AnnotationError(f"annotation database {where}: {_reason(exc)}") from None
+    finally:
+        store.close()
+
+
+def _redact(db: str) -> str:
+    """A database path or URL with any password hidden."""
+    if "://" not in db:
+        return db
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(db).render_as_string(hide_password=True)
+    except ArgumentError:
+        return db.rpartition("@")[2]
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's message, first line only."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _import(args: argparse.Namespace) -> int:
+    from napari_connecto.annotations.importers import read_annotations
+
+    batch = read_annotations(  # read (and validate) before touching the database
+        args.source,
+        format=args.format,
+        mapping=dict(args.map) or None,
+        resolution=args.resolution,
+        segmentation=args.segmentation,
+        kind=args.kind,
+    )
+    with _open_store(args.db, create=True) as store:
+        summary = store.import_batch(batch)
+        sys.stdout.write(_summary_line(summary, store.where) + "\n")
+    return 0
+
+
+def _summary_line(summary: ImportSummary, where: str) -> str:
+    return (
+        f"{summary.source} -> {where}: synapses {summary.synapses_added} added, "
+        f"{summary.synapses_unchanged} unchanged; neurons {summary.neurons_added} added, "
+        f"{summary.neurons_filled} filled, {summary.neurons_unchanged} unchanged"
+    )
+
+
+def _synapses(args: argparse.Namespace) -> int:
+    with _open_store(args.db, create=False) as store:
+        if not bool(store.has_neurons([args.neuron])[0]):
+            raise AnnotationError(f"no neuron {args.neuron} in {store.where}")
+        frame = store.synapses_of(
+            args.neuron, pre=not args.post, post=not args.pre, include_self=args.include_self
+        )
+    if args.format == "json":
+        _write_json(frame, sys.stdout)
+    else:
+        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+    return 0
+
+
+def _write_json(frame: pd.DataFrame, out: Any) -> None:
+    """Rows as a JSON array of objects: ids as JSON integers (exact), NaN as null."""
+    columns = {name: _json_column(frame[name]) for name in frame.columns}
+    out.write("[")
+    for i, row in enumerate(zip(*columns.values(), strict=True)):
+        out.write(",\n" if i else "\n")
+        out.write(json.dumps(dict(zip(columns, row, strict=True)), allow_nan=False))
+    out.write("\n]\n" if len(frame) else "]\n")
+
+
+def _json_column(series: pd.Series) -> list[Any]:
+    """Python values of one column: ints from integer dtypes (never floats), None for NaN."""
+    kind = series.dtype.kind
+    values = series.to_numpy().tolist()
+    if kind == "f":
+        return [None if math.isnan(v) else v for v in values]
+    if kind in "iub":
+        return values
+    return [None if v is None else str(v) for v in values]
 
 
 def _configure_cache(args: argparse.Namespace) -> None:
@@ -157,23 +393,53 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def _view(sources: Sequence[Any], at: Any, screenshot: str | None) -> int:
+def _view(
+    sources: Sequence[Any],
+    at: Any,
+    screenshot: str | None,
+    annotations: str | None = None,
+    neuron: int | None = None,
+) -> int:
+    for source in sources:  # fail with a clear message before any window opens
+        list_contents(source)
+    if annotations is None:
+        _show(sources, at, screenshot, None, None)
+        return 0
+    with _open_store(annotations, create=False) as store:
+        if neuron is not None and not bool(store.has_neurons([neuron])[0]):
+            raise AnnotationError(f"no neuron {neuron} in {store.where}")
+        _show(sources, at, screenshot, store, neuron)
+    return 0
+
+
+def _show(
+    sources: Sequence[Any],
+    at: Any,
+    screenshot: str | None,
+    store: AnnotationStore | None,
+    neuron: int | None,
+) -> None:
+    """Open the viewer (with the annotation tables if ``store``); run it or screenshot it."""
     import napari
 
     from napari_connecto.viewer.launch import go_to, view
 
-    for source in sources:  # fail with a clear message before any window opens
-        list_contents(source)
     viewer = view(*sources, at=at)
+    if store is not None:
+        from napari.layers import Labels
+
+        from napari_connecto.viewer.annotations import attach_annotations
+
+        labels = next((lay for lay in viewer.layers if isinstance(lay, Labels)), None)
+        attach_annotations(viewer, store, neuron=neuron, labels_layer=labels)
     if screenshot:
         viewer.window.resize(1400, 900)
         if at is not None:
             go_to(viewer, at)  # again, for the resized canvas
         _save_screenshot(viewer, screenshot)
         viewer.close()
-        return 0
+        return
     napari.run()
-    return 0
 
 
 def _save_screenshot(viewer: napari.Viewer, path: str) -> None:
