@@ -20,9 +20,11 @@ from sqlalchemy import (
     between,
     false,
     func,
+    literal,
     or_,
     select,
     true,
+    union_all,
 )
 
 from napari_connecto.annotations import schema
@@ -232,34 +234,36 @@ def partners(conn: Connection, neuron: int, *, include_self: bool = False) -> pd
     Columns ``partner`` (uint64), ``outgoing`` (synapses neuron -> partner), ``incoming``
     (partner -> neuron), ``total``, ``name`` and ``type`` of the partner.
     """
-    table = schema.synapses
+    table, neurons = schema.synapses, schema.neurons
     (me,) = _ids(neuron)
-    out_q = (
-        select(table.c.post_id, func.count()).where(table.c.pre_id == me).group_by(table.c.post_id)
+    sides = union_all(
+        select(table.c.post_id.label("partner"), literal(1).label("outgoing"),
+               literal(0).label("incoming")).where(table.c.pre_id == me),
+        select(table.c.pre_id, literal(0), literal(1)).where(table.c.post_id == me),
+    ).subquery()  # fmt: skip
+    outgoing, incoming = func.sum(sides.c.outgoing), func.sum(sides.c.incoming)
+    query = (
+        select(sides.c.partner, outgoing, incoming, neurons.c.name, neurons.c.type)
+        .select_from(sides.outerjoin(neurons, neurons.c.id == sides.c.partner))
+        .group_by(sides.c.partner, neurons.c.name, neurons.c.type)
+        .order_by((outgoing + incoming).desc(), sides.c.partner)
     )
-    in_q = (
-        select(table.c.pre_id, func.count()).where(table.c.post_id == me).group_by(table.c.pre_id)
-    )
-    counts: dict[int, list[int]] = {}
-    for index, query in enumerate((out_q, in_q)):
-        for partner, count in conn.execute(query):
-            counts.setdefault(int(partner), [0, 0])[index] = int(count)
     if not include_self:
-        counts.pop(me, None)
-    stored = np.array(list(counts), dtype=np.int64)
-    frame = pd.DataFrame(
+        query = query.where(sides.c.partner != me)
+    rows = conn.execute(query).all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 5
+    out = np.array(columns[1], dtype=np.int64)
+    inc = np.array(columns[2], dtype=np.int64)
+    return pd.DataFrame(
         {
-            "partner": from_db(stored),
-            "outgoing": np.array([c[0] for c in counts.values()], dtype=np.int64),
-            "incoming": np.array([c[1] for c in counts.values()], dtype=np.int64),
+            "partner": from_db(np.array(columns[0], dtype=np.int64)),
+            "outgoing": out,
+            "incoming": inc,
+            "total": out + inc,
+            "name": np.array(["" if v is None else v for v in columns[3]], dtype=object),
+            "type": np.array(["" if v is None else v for v in columns[4]], dtype=object),
         }
     )
-    frame["total"] = frame["outgoing"] + frame["incoming"]
-    names = neurons_frame(conn, frame["partner"].to_numpy())[["id", "name", "type"]]
-    frame = frame.merge(names.rename(columns={"id": "partner"}), on="partner", how="left")
-    frame[["name", "type"]] = frame[["name", "type"]].fillna("")
-    frame = frame.sort_values(["total", "partner"], ascending=[False, True], kind="stable")
-    return frame.reset_index(drop=True)
 
 
 def review_counts(conn: Connection, where: ColumnElement[bool]) -> dict[str, int]:
