@@ -222,7 +222,9 @@ def _demo(args: argparse.Namespace) -> int:
     db = args.annotations or str(paths.directory / DEMO_STORE_NAME)
     with _open_store(db, create=True) as store:
         _import_sample(store, paths)
-    return _view([paths.ome_zarr, paths.cremi_synapses], at, args.screenshot, db, args.neuron)
+    # the synapses come from the store (the panel's layer, coloured by review status), not
+    # a second time from the CREMI file
+    return _view([paths.ome_zarr], at, args.screenshot, db, args.neuron)
 
 
 def _import_sample(store: AnnotationStore, paths: SamplePaths) -> None:

@@ -48,8 +48,8 @@ def test_demo_command_shows_em_segmentation_and_synapses(sample_cache, tmp_path)
 
     rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = (rgb[..., 0] > 200) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
-    cyan = (rgb[..., 0] < 60) & (rgb[..., 1] > 160) & (rgb[..., 2] > 220)
+    blue = (rgb[..., 0] < 80) & (rgb[..., 1] > 90) & (rgb[..., 1] < 170) & (rgb[..., 2] > 220)
     assert red.sum() > 50, "no presynaptic marker on screen"
-    assert cyan.sum() > 50, "no postsynaptic marker on screen"
+    assert blue.sum() > 50, "no postsynaptic marker on screen"
     # The EM/labels canvas covers a large area with many distinct colours.
     assert len(np.unique(rgb[::7, ::7].reshape(-1, 3), axis=0)) > 500
