@@ -17,7 +17,6 @@ from sqlalchemy import (
     Connection,
     Select,
     and_,
-    between,
     false,
     func,
     literal,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from napari_connecto.annotations import schema
 from napari_connecto.annotations.frames import NEURON_COLUMNS, SYNAPSE_COLUMNS
 from napari_connecto.annotations.ids import from_db, to_db
-from napari_connecto.annotations.spatial import cell_ranges
+from napari_connecto.annotations.spatial import cell_ids
 from napari_connecto.geometry import BBox
 
 __all__ = [
@@ -88,12 +87,12 @@ def box_clause(box: BBox) -> ColumnElement[bool]:
         *(getattr(table.c, axis) >= lo for axis, lo in zip("zyx", box.start, strict=True)),
         *(getattr(table.c, axis) < hi for axis, hi in zip("zyx", box.stop, strict=True)),
     )
-    ranges = cell_ranges(box)
-    if ranges is None:
+    cells = cell_ids(box)
+    if cells is None:
         return exact
-    if not ranges:
+    if not cells:
         return false()
-    return and_(or_(*(between(table.c.cell, lo, hi) for lo, hi in ranges)), exact)
+    return and_(table.c.cell.in_(cells), exact)
 
 
 def synapse_clause(
