@@ -5,15 +5,16 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Column, ColumnElement, Connection, Row, Table, func, select
 
 from napari_connecto.annotations.ids import to_db
 from napari_connecto.annotations.schema import indexes_of
 
-__all__ = ["analyze", "fetch_by_ids", "insert_frame"]
+__all__ = ["analyze", "fetch_by_ids", "insert_frame", "rows_where_in"]
 
 CHUNK_ROWS = 200_000
 """Rows per executemany / COPY chunk (bounds the memory of a large import)."""
@@ -130,13 +131,23 @@ def fetch_by_ids(
     """
     cols = [table.c[name] for name in columns] if columns else list(table.c)
     names = [c.name for c in cols]
-    wanted = np.unique(to_db(np.asarray(ids, dtype=np.uint64)))
-    frames = []
+    rows = rows_where_in(conn, cols, table.c.id, to_db(np.asarray(ids, dtype=np.uint64)))
+    if not rows:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in names})
+    return pd.DataFrame.from_records(rows, columns=names)
+
+
+def rows_where_in(
+    conn: Connection, columns: Sequence[ColumnElement[Any]], key: Column[Any], values: np.ndarray
+) -> list[Row[Any]]:
+    """Rows of ``columns`` whose ``key`` is one of ``values`` (stored int64s, may repeat).
+
+    One ``IN`` list per :data:`IN_CHUNK` distinct values (SQLite takes at most 32766
+    parameters per statement); rows in no particular order.
+    """
+    wanted = np.unique(np.asarray(values, dtype=np.int64))
+    rows: list[Row[Any]] = []
     for start in range(0, wanted.size, IN_CHUNK):
         part = wanted[start : start + IN_CHUNK].tolist()
-        rows = conn.execute(select(*cols).where(table.c.id.in_(part))).all()
-        if rows:
-            frames.append(pd.DataFrame.from_records(rows, columns=names))
-    if not frames:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in names})
-    return pd.concat(frames, ignore_index=True)
+        rows.extend(conn.execute(select(*columns).where(key.in_(part))).all())
+    return rows

@@ -19,10 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, bindparam, exists, func, select
 
 from napari_connecto.annotations import schema
-from napari_connecto.annotations.bulk import REBUILD_ROWS, analyze, fetch_by_ids, insert_frame
+from napari_connecto.annotations.bulk import (
+    REBUILD_ROWS,
+    analyze,
+    fetch_by_ids,
+    insert_frame,
+    rows_where_in,
+)
 from napari_connecto.annotations.frames import (
     NEURON_COLUMNS,
     SYNAPSE_COLUMNS,
@@ -38,7 +44,6 @@ from napari_connecto.errors import ConflictError
 
 __all__ = ["ImportSummary", "import_batch"]
 
-_IN_CHUNK = 5_000
 
 _TEXT = ("name", "type", "status", "notes")
 _KEYPOINT = ("z", "y", "x")
@@ -132,12 +137,9 @@ def _recognise_unnumbered(conn: Connection, synapses: pd.DataFrame) -> pd.DataFr
         return synapses
     table = schema.synapses
     keys = ["pre_id", "post_id", "z", "y", "x"]
-    pres = to_db(np.unique(synapses["pre_id"].to_numpy()[missing])).tolist()
-    rows = []
-    for start in range(0, len(pres), _IN_CHUNK):
-        part = pres[start : start + _IN_CHUNK]
-        query = select(table.c.id, *(table.c[k] for k in keys)).where(table.c.pre_id.in_(part))
-        rows.extend(conn.execute(query).all())
+    pres = to_db(synapses["pre_id"].to_numpy()[missing])
+    columns = [table.c.id, *(table.c[k] for k in keys)]
+    rows = rows_where_in(conn, columns, table.c.pre_id, pres)
     if not rows:
         return synapses
     stored = to_frame(rows, ["id", *keys]).drop_duplicates(keys)
@@ -276,16 +278,12 @@ def _fill_neurons(conn: Connection, incoming: pd.DataFrame, stored: pd.DataFrame
         ids = to_db(mine.index.to_numpy(dtype=np.uint64)[mask]).tolist()
         values = mine[column].to_numpy()[mask].tolist()
         conn.execute(
-            table.update().where(table.c.id == _bind("b_id")).values({column: _bind("b_value")}),
+            table.update()
+            .where(table.c.id == bindparam("b_id"))
+            .values({column: bindparam("b_value")}),
             [{"b_id": i, "b_value": v} for i, v in zip(ids, values, strict=True)],
         )
     return int(filled_rows.sum())
-
-
-def _bind(name: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
 
 
 def _add_counts(conn: Connection, counts: pd.DataFrame) -> None:
@@ -300,8 +298,10 @@ def _add_counts(conn: Connection, counts: pd.DataFrame) -> None:
     ]  # fmt: skip
     conn.execute(
         table.update()
-        .where(table.c.id == _bind("b_id"))
-        .values(n_pre=table.c.n_pre + _bind("b_pre"), n_post=table.c.n_post + _bind("b_post")),
+        .where(table.c.id == bindparam("b_id"))
+        .values(
+            n_pre=table.c.n_pre + bindparam("b_pre"), n_post=table.c.n_post + bindparam("b_post")
+        ),
         rows,
     )
 

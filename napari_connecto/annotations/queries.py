@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 
 from napari_connecto.annotations import schema
+from napari_connecto.annotations.bulk import rows_where_in
 from napari_connecto.annotations.frames import NEURON_COLUMNS, SYNAPSE_COLUMNS
 from napari_connecto.annotations.ids import from_db, to_db
 from napari_connecto.annotations.spatial import cell_ids
@@ -38,6 +39,7 @@ __all__ = [
     "neurons_frame",
     "partners",
     "review_counts",
+    "stored_ids",
     "synapse_clause",
     "synapses_frame",
 ]
@@ -49,7 +51,6 @@ _FLOAT_COLUMNS = frozenset(
     c for c in (*SYNAPSE_COLUMNS, *NEURON_FIELDS) if c in {"z", "y", "x", "confidence",
     "created", "updated"} or (c.startswith(("pre_", "post_")) and not c.endswith("_id"))
 )  # fmt: skip
-_IN_CHUNK = 5_000
 
 
 def to_frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
@@ -68,7 +69,7 @@ def to_frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(columns))
 
 
-def _ids(values: int | Iterable[int] | np.ndarray) -> list[int]:
+def stored_ids(values: int | Iterable[int] | np.ndarray) -> list[int]:
     """User ids (one or many) -> stored int64 values."""
     if isinstance(values, int | np.integer):
         values = [int(values)]
@@ -108,7 +109,7 @@ def synapse_clause(
     table = schema.synapses
     clauses: list[ColumnElement[bool]] = []
     if neurons is not None:
-        ids = _ids(neurons)
+        ids = stored_ids(neurons)
         sides = []
         if pre:
             sides.append(table.c.pre_id.in_(ids))
@@ -214,12 +215,7 @@ def neurons_frame(
             query = query.where(where)
         return to_frame(conn.execute(_page(query, start, stop)).all(), NEURON_FIELDS)
     wanted = np.asarray(ids, dtype=np.uint64)
-    stored = to_db(wanted)
-    rows: list[Any] = []
-    for lo in range(0, stored.size, _IN_CHUNK):
-        part = np.unique(stored[lo : lo + _IN_CHUNK]).tolist()
-        rows.extend(conn.execute(select(*columns).where(table.c.id.in_(part))).all())
-    frame = to_frame(rows, NEURON_FIELDS)
+    frame = to_frame(rows_where_in(conn, columns, table.c.id, to_db(wanted)), NEURON_FIELDS)
     if frame.empty:
         return frame
     frame = frame.set_index("id", drop=False)
@@ -234,7 +230,7 @@ def partners(conn: Connection, neuron: int, *, include_self: bool = False) -> pd
     (partner -> neuron), ``total``, ``name`` and ``type`` of the partner.
     """
     table, neurons = schema.synapses, schema.neurons
-    (me,) = _ids(neuron)
+    (me,) = stored_ids(neuron)
     sides = union_all(
         select(table.c.post_id.label("partner"), literal(1).label("outgoing"),
                literal(0).label("incoming")).where(table.c.pre_id == me),

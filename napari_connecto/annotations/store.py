@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, exists, func, select
 from sqlalchemy.exc import DBAPIError
 
 from napari_connecto.annotations import queries, schema
-from napari_connecto.annotations.bulk import REBUILD_ROWS
+from napari_connecto.annotations.bulk import REBUILD_ROWS, rows_where_in
 from napari_connecto.annotations.engine import make_engine, retry_locked
 from napari_connecto.annotations.filters import parse_filter, to_sql
 from napari_connecto.annotations.frames import SYNAPSE_STATUSES, ImportBatch
@@ -393,13 +393,8 @@ class AnnotationStore:
 
     def _exist(self, table, ids: Iterable[int]) -> np.ndarray:  # type: ignore[no-untyped-def]
         wanted = np.asarray(_as_ids(ids), dtype=np.uint64)
-        if table is schema.neurons:
-            found = self.neurons(wanted)["id"].to_numpy()
-        else:
-            stored = to_db(np.unique(wanted)).tolist()
-            query = select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True)))
-            rows = self._read(lambda conn: conn.execute(query, {"ids": stored}).all())
-            found = np.array([from_db_one(r[0]) for r in rows], dtype=np.uint64)
+        rows = self._read(lambda conn: rows_where_in(conn, [table.c.id], table.c.id, to_db(wanted)))
+        found = np.array([from_db_one(r[0]) for r in rows], dtype=np.uint64)
         return np.isin(wanted, found)
 
     # -- edits ------------------------------------------------------------------------
@@ -413,7 +408,7 @@ class AnnotationStore:
         """
         if status not in SYNAPSE_STATUSES:
             raise ValueError(f"status must be one of {', '.join(SYNAPSE_STATUSES)}, not {status!r}")
-        stored = queries._ids(ids)
+        stored = queries.stored_ids(ids)
         table = schema.synapses
         statement = (
             table.update()
@@ -442,7 +437,7 @@ class AnnotationStore:
 
     def set_keypoints(self, ids: Iterable[int], positions_nm: np.ndarray) -> int:
         """Set neurons' keypoints (``(N, 3)`` z, y, x nm); return how many neurons exist."""
-        stored = queries._ids(list(ids))
+        stored = queries.stored_ids(list(ids))
         positions = np.asarray(positions_nm, dtype=np.float64).reshape(-1, 3)
         if len(stored) != len(positions):
             raise ValueError("one keypoint per id is needed")
