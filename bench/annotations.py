@@ -231,6 +231,31 @@ def table_figure(store: AnnotationStore, label: str, order_by: str, descending: 
                            "s", TARGET_TABLE_S, "first / median of 2 more"))  # fmt: skip
 
 
+def raw_sql(store: AnnotationStore, where: object, *, order: bool) -> str:
+    """The store's own query for ``where`` as literal SQL, for the raw-driver baseline."""
+    from sqlalchemy import select
+
+    from napari_connecto.annotations import schema
+
+    query = select(*schema.synapses.c).where(where)
+    if order:
+        query = query.order_by(schema.synapses.c.id)
+    dialect = store._reader.dialect
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def raw_runner(store: AnnotationStore) -> Callable[[str], list]:
+    """Execute SQL on one raw DBAPI connection and fetch tuples: the database's floor."""
+    connection = store._reader.raw_connection()
+    cursor = connection.cursor()
+
+    def run(sql: str) -> list:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+    return run
+
+
 def measure(
     store: AnnotationStore, neurons: pd.DataFrame, synapses: pd.DataFrame, queries: int, seed: int
 ) -> list[Figure]:
@@ -242,9 +267,15 @@ def measure(
     busy = [
         int(i) for i in rng.choice(busiest, min(queries // 5 or 1, len(busiest)), replace=False)
     ]
+    from napari_connecto.annotations import queries as store_queries
+
+    raw = raw_runner(store)
+    neuron_sql = [raw_sql(store, store_queries.synapse_clause(n), order=True) for n in picked]
     figures = [
         percentiles("synapses(n), random neurons", [lambda n=n: store.synapses(n) for n in picked],
                     TARGET_SYNAPSES_MS, len),
+        percentiles("  baseline: same SQL, raw driver, tuples", [lambda q=q: raw(q) for q in neuron_sql],
+                    None, len),
         percentiles("synapses(n), busiest 1% neurons", [lambda n=n: store.synapses(n) for n in busy],
                     None, len),
     ]  # fmt: skip
@@ -253,6 +284,14 @@ def measure(
         boxes = [_box(rng, size) for _ in range(queries)]
         figures.append(percentiles(f"synapses_in_box, {label}",
                                    [lambda b=b: store.synapses_in_box(b) for b in boxes], target, len))  # fmt: skip
+        box_sql = [
+            raw_sql(
+                store, store_queries.synapse_clause(None, include_self=True, bbox=b), order=False
+            )
+            for b in boxes
+        ]
+        figures.append(percentiles("  baseline: same SQL, raw driver, tuples",
+                                   [lambda q=q: raw(q) for q in box_sql], None, len))  # fmt: skip
     figures.append(table_figure(store, "by id", "id", False))
     figures.append(table_figure(store, "by n_post desc", "n_post", True))
     figures.append(table_figure(store, "by name", "name", False))
