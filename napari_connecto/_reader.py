@@ -35,7 +35,10 @@ def get_reader(path: PathOrPaths) -> ReaderFunction | None:
         return None
     for p in paths:
         try:
-            if sniff_backend(parse_source(p)) is None:
+            source = parse_source(p)
+            if source.is_remote:  # no network here: the reader reports what it finds
+                continue
+            if sniff_backend(source) is None:
                 return None
         except (ConnectoError, OSError, ValueError) as exc:
             logger.debug("napari-connecto does not read %s: %s", p, exc)

@@ -20,6 +20,10 @@ __all__ = [
     "MetadataError",
     "ReadOnlyError",
     "RegionError",
+    "RemoteError",
+    "RemoteTimeoutError",
+    "ServerBusyError",
+    "TruncatedBodyError",
     "SourceNotFoundError",
     "UnknownFormatError",
     "UnsafeDataError",
@@ -144,6 +148,39 @@ class AmbiguousSourceError(ConnectoError, ValueError):
         super().__init__(
             f"{source!r} holds several volumes; name one of: {', '.join(self.candidates)}"
         )
+
+
+class RemoteError(ConnectoError, OSError):
+    """A request to a remote server that failed for good (after any retries).
+
+    Parameters
+    ----------
+    url : str
+        The URL requested (credentials are never part of it).
+    problem : str
+        What went wrong.
+    status : int, optional
+        The HTTP status, if the server answered.
+    """
+
+    def __init__(self, url: str, problem: str, *, status: int | None = None) -> None:
+        self.url = url
+        self.problem = problem
+        self.status = status
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{url}: {code}{problem}")
+
+
+class ServerBusyError(RemoteError):
+    """The server stayed busy (429 / 503, e.g. DVID's ``throttle=true``) through every retry."""
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """The server did not connect or answer within the timeouts, through every retry."""
+
+
+class TruncatedBodyError(RemoteError):
+    """A response body shorter (or longer) than it must be, through every retry."""
 
 
 class AnnotationError(ConnectoError):

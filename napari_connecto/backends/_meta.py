@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_connecto.errors import (
     MetadataError,
+    RemoteError,
     SourceNotFoundError,
     UnsafeDataError,
     UnsupportedEncodingError,
@@ -90,6 +91,8 @@ def load_json(path: Path, *, required: bool = True) -> dict[str, Any] | None:
     where = str(path)
     try:
         text = _read_capped(path, where)
+    except RemoteError:
+        raise
     except (FileNotFoundError, NotADirectoryError):
         if required:
             raise SourceNotFoundError(where) from None
@@ -115,6 +118,11 @@ def load_json(path: Path, *, required: bool = True) -> dict[str, Any] | None:
 
 def _read_capped(path: Path, where: str) -> bytes:
     """The bytes of the regular file ``path``, refusing others and anything too large."""
+    if not isinstance(path, Path):  # a remote UrlPath: its body, fetched once
+        text = path.read_bytes()
+        if len(text) > MAX_METADATA_BYTES:
+            raise MetadataError(where, "", f"larger than {MAX_METADATA_BYTES} bytes")
+        return text
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
@@ -276,6 +284,11 @@ def safe_join(root: Path, key: str, *, path: str, field: str) -> Path:
     """Join ``key`` below ``root``, refusing anything that escapes it."""
     if not isinstance(key, str) or not key or "\x00" in key:
         raise MetadataError(path, field, f"invalid key {key!r}")
+    if not isinstance(root, Path):  # a remote UrlPath: keys may not climb or hold a scheme
+        candidate = root / key
+        if candidate.escapes_root() or "://" in key or key.startswith("/"):
+            raise UnsafeDataError(path, field, f"key {key!r} escapes the dataset root {root}")
+        return candidate
     candidate = (root / key).resolve()
     base = root.resolve()
     if candidate != base and base not in candidate.parents:

@@ -1,4 +1,4 @@
-"""A small native reader for unsharded precomputed chunk files that tensorstore cannot read.
+"""Native decoding of precomputed chunks: local ``.gz`` chunk files and chunks fetched over HTTP.
 
 CloudVolume writes local chunks gzip-compressed under a ``.gz`` name
 (``x0-x1_y0-y1_z0-z1.gz``); tensorstore looks only for the plain name and would
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_connecto.errors import ChunkError
+from napari_connecto.backends._assemble import assemble
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,7 +33,9 @@ __all__ = [
     "COMPRESSED_SUFFIXES",
     "NATIVE_ENCODINGS",
     "ChunkGrid",
+    "decode_chunk",
     "decode_compressed_segmentation",
+    "decode_image",
     "decode_raw",
     "gunzip",
     "read_native",
@@ -69,8 +71,8 @@ def scan_suffixes(directory: Path, limit: int = _SCAN_LIMIT) -> set[str]:
 class ChunkGrid:
     """Where and how the chunks of one unsharded scale are stored (all z, y, x)."""
 
-    directory: Path
-    """The scale directory."""
+    directory: Path | None
+    """The scale directory (``None`` for a remote scale)."""
     shape: Index3
     """Scale size in voxels."""
     chunk: Index3
@@ -82,7 +84,7 @@ class ChunkGrid:
     num_channels: int
     """Channels stored in each chunk."""
     encoding: str
-    """``raw`` or ``compressed_segmentation``."""
+    """``raw``, ``compressed_segmentation``, ``jpeg`` or ``png``."""
     block: Index3 = (8, 8, 8)
     """compressed_segmentation block size."""
 
@@ -102,7 +104,7 @@ class ChunkGrid:
         """Largest decoded size a chunk of ``shape`` can legitimately have."""
         voxels = math.prod(shape) * self.num_channels
         raw = voxels * self.dtype.itemsize
-        if self.encoding == "raw":
+        if self.encoding in ("raw", "jpeg", "png"):
             return raw
         blocks = math.prod(-(-s // b) for s, b in zip(shape, self.block, strict=True))
         padded = blocks * math.prod(self.block) * self.num_channels
@@ -231,8 +233,20 @@ def _read_file(path: Path, limit: int) -> tuple[bytes, bool] | None:
     return None
 
 
-def _decode_file(grid: ChunkGrid, data: bytes, gz: bool, shape: Index3) -> np.ndarray:
-    """Decompress (if gzip) and decode one chunk file into ``(c, z, y, x)``."""
+def decode_chunk(grid: ChunkGrid, data: bytes, shape: Index3, *, gz: bool = False) -> np.ndarray:
+    """Decode one chunk's bytes into ``(c, z, y, x)``: any encoding, gzip'd or not.
+
+    gzip is undone when ``gz`` says so or the data starts with its magic bytes
+    (and is not a raw chunk of exactly the right size), with a cap at the
+    largest size the chunk can have.
+
+    Raises
+    ------
+    ValueError
+        If the data is truncated, oversized or corrupt.
+    """
+    if grid.encoding in ("jpeg", "png"):
+        return decode_image(data, shape, grid.dtype, grid.num_channels)
     cap = grid.max_bytes(shape)
     raw_size = math.prod(shape) * grid.num_channels * grid.dtype.itemsize
     sniffed = data[:2] == _GZIP_MAGIC and (grid.encoding != "raw" or len(data) != raw_size)
@@ -245,38 +259,49 @@ def _decode_file(grid: ChunkGrid, data: bytes, gz: bool, shape: Index3) -> np.nd
     return decode_compressed_segmentation(data, shape, grid.dtype, grid.num_channels, grid.block)
 
 
+def decode_image(data: bytes, shape: Index3, dtype: np.dtype, channels: int) -> np.ndarray:
+    """Decode a jpeg or png chunk (an image ``x`` wide and ``y * z`` high) into ``(c, z, y, x)``.
+
+    Raises
+    ------
+    ValueError
+        If the image is corrupt or its size, mode or channels do not fit the chunk.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    z, y, x = shape
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.size != (x, y * z):
+                raise ValueError(
+                    f"image is {image.size[0]} x {image.size[1]}, expected {x} x {y * z}"
+                )
+            pixels = np.asarray(image)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"corrupt image chunk ({exc})") from None
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[-1] != channels:
+        raise ValueError(f"image has {pixels.shape[-1]} channels, expected {channels}")
+    return np.moveaxis(pixels.reshape(z, y, x, channels), -1, 0).astype(dtype, copy=False)
+
+
 def read_native(
     grid: ChunkGrid, start: Index3, stop: Index3, channel: int, *, where: str, scale: int
 ) -> np.ndarray:
-    """Read voxels ``[start, stop)`` (scale-relative, z, y, x) of one channel.
-
-    A chunk with no file reads as zeros (the precomputed convention).
+    """Read voxels ``[start, stop)`` of one channel from local chunk files (``.gz`` or plain).
 
     Raises
     ------
     ChunkError
         Naming the chunk file, if one is unreadable, truncated, corrupt or too large.
     """
-    out = np.zeros(tuple(b - a for a, b in zip(start, stop, strict=True)), dtype=grid.dtype)
-    ranges = [range(a // c, -(-b // c)) for a, b, c in zip(start, stop, grid.chunk, strict=True)]
-    for index in itertools.product(*ranges):
-        lo, hi = grid.bounds(index)  # type: ignore[arg-type]
-        name = grid.name(index)  # type: ignore[arg-type]
-        shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
-        try:
-            found = _read_file(grid.directory / name, 2 * grid.max_bytes(shape) + 4096)  # type: ignore[arg-type]
-            if found is None:
-                continue
-            chunk = _decode_file(grid, found[0], found[1], shape)[channel]  # type: ignore[arg-type]
-        except (OSError, ValueError) as exc:
-            raise ChunkError(where, scale, name, str(exc)) from None
-        src = tuple(
-            slice(max(a, s) - a, min(b, e) - a)
-            for a, b, s, e in zip(lo, hi, start, stop, strict=True)
-        )
-        dst = tuple(
-            slice(max(a, s) - s, min(b, e) - s)
-            for a, b, s, e in zip(lo, hi, start, stop, strict=True)
-        )
-        out[dst] = chunk[src]
-    return out
+    assert grid.directory is not None
+
+    def load(_: Index3, name: str, shape: Index3) -> np.ndarray | None:
+        found = _read_file(grid.directory / name, 2 * grid.max_bytes(shape) + 4096)  # type: ignore[operator]
+        return None if found is None else decode_chunk(grid, found[0], shape, gz=found[1])
+
+    return assemble(grid, start, stop, channel, load, where=where, scale=scale)

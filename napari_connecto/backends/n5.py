@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from napari_connecto.backends._assemble import assemble
 from napari_connecto.backends._meta import (
     check_chunk,
     check_dtype,
@@ -32,6 +33,7 @@ from napari_connecto.backends._meta import (
     load_json,
     safe_join,
 )
+from napari_connecto.backends._n5_blocks import N5Grid, decode_block
 from napari_connecto.backends._tensorstore import open_store, read_region, write_region
 from napari_connecto.backends.base import Entry, Kind, VolumeBackend
 from napari_connecto.errors import (
@@ -330,10 +332,18 @@ def _layout(root: Path) -> _Layout | None:
 
 
 def _local_root(source: Source) -> Path:
-    """The directory ``source`` names (its inner path joined below the location)."""
+    """The directory ``source`` names (its inner path joined below the location).
+
+    A remote source gives a :class:`~napari_connecto.remote.path.UrlPath`.
+    """
+    base: Any = source.path
+    if source.is_remote:
+        from napari_connecto.remote.path import UrlPath
+
+        base = UrlPath(source.location)
     if not source.inner:
-        return source.path
-    return safe_join(source.path, source.inner, path=source.location, field="inner")
+        return base
+    return safe_join(base, source.inner, path=source.location, field="inner")
 
 
 def _looks_like_n5(path: Path) -> bool:
@@ -401,12 +411,14 @@ def _zyx_view(store: ts.TensorStore, ndim: int) -> ts.TensorStore:
 
 
 class N5Backend(VolumeBackend):
-    """N5 datasets and multiscale groups on local disk.
+    """N5 datasets and multiscale groups, on local disk or over HTTP.
 
     Blocks are decoded by tensorstore; a missing block reads as 0 and a
     truncated or corrupt one raises :class:`~napari_connecto.errors.ChunkError`.
     Writes (``mode="r+"``) go through tensorstore, which writes each block to a
-    temporary file and renames it into place.
+    temporary file and renames it into place. Remote datasets are read-only;
+    their blocks are fetched through the shared transport and decoded by
+    :mod:`._n5_blocks`.
     """
 
     name: ClassVar[str] = "n5"
@@ -419,9 +431,13 @@ class N5Backend(VolumeBackend):
         self.writable = mode == "r+"
         self._datasets = layout.levels
         self._version = _n5_version(layout.root)
+        self._remote = source.is_remote
+        if self._remote and self.writable:
+            raise ReadOnlyError(f"{source} is remote; remote N5 datasets are read-only")
         # The spec pins dimensions, blockSize and dataType: tensorstore refuses a mismatch.
         self._views: list[ts.TensorStore] | None = [
-            _zyx_view(_open_ts(d, self.writable), len(d.dims)) for d in layout.levels
+            _zyx_view(_open_ts(d, self.writable), len(d.dims))
+            for d in ([] if self._remote else layout.levels)
         ]
 
     @classmethod
@@ -429,10 +445,17 @@ class N5Backend(VolumeBackend):
         """Whether ``source`` is a local N5 container, group or dataset; never raises."""
         if source.format == "n5":
             return True
-        if source.is_remote:
+        if source.format is not None:
             return False
         try:
             root = _local_root(source)
+            if source.is_remote:  # no directory listing: the attributes must say N5
+                doc = _sniff_attrs(root) or {}
+                return (
+                    "n5" in doc
+                    or {"dimensions", "dataType"} <= doc.keys()
+                    or _is_dataset(_sniff_attrs(root / "s0"))
+                )
             return root.is_dir() and _looks_like_n5(root)
         except (OSError, ValueError):
             return False
@@ -491,9 +514,9 @@ class N5Backend(VolumeBackend):
 
     @classmethod
     def _root(cls, source: Source) -> Path:
-        if source.is_remote:
-            raise UnsupportedEncodingError(str(source), "", "remote N5 is not supported yet")
         root = _local_root(source)
+        if source.is_remote:
+            return root
         if not root.exists():
             raise SourceNotFoundError(str(source))
         if not root.is_dir():
@@ -513,6 +536,8 @@ class N5Backend(VolumeBackend):
         ChunkError
             If a block in the region is truncated or corrupt.
         """
+        if self._remote:
+            return read_remote(self._datasets[scale], self.scales[scale], start, stop, scale)
         index = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         where = str(self._datasets[scale].path)
         block = read_region(self._view(scale), index, where=where, scale=scale)
@@ -550,3 +575,35 @@ class N5Backend(VolumeBackend):
         ]
         order = "xyz"[: len(self._datasets[0].dims)]
         return {"n5": {"version": self._version, "axis_order_on_disk": order, "levels": levels}}
+
+
+def read_remote(
+    dataset: _Dataset, scale: Scale, start: Index3, stop: Index3, index: int
+) -> np.ndarray:
+    """Fetch and decode the blocks of one z, y, x region of a remote dataset (missing -> 0)."""
+    store = dataset.path.store.child(dataset.path.key)  # type: ignore[attr-defined]
+    ndim = len(dataset.dims)
+    grid = N5Grid(scale.shape, scale.chunk_shape, scale.dtype)
+
+    def decode(data: bytes, shape: Index3) -> np.ndarray:
+        block = decode_block(
+            data,
+            ndim=ndim,
+            block_xyz=dataset.block,
+            dtype=dataset.dtype,
+            compression=dataset.compression,
+        )
+        block = block.reshape(block.shape[-3:]) if ndim > 3 else block
+        block = block[np.newaxis] if ndim == 2 else block
+        out = np.zeros(shape, dtype=scale.dtype)
+        fit = tuple(slice(0, min(a, b)) for a, b in zip(block.shape, shape, strict=True))
+        out[fit] = block[fit]
+        return out[np.newaxis]
+
+    def load(grid_zyx: Index3, _: str, shape: Index3) -> np.ndarray | None:
+        z, y, x = grid_zyx
+        parts = [x, y] + ([z] if ndim >= 3 else []) + [0] * (ndim - 3)
+        key = "/".join(str(p) for p in parts)
+        return store.fetch(key, lambda data: decode(data, shape))
+
+    return assemble(grid, start, stop, 0, load, where=str(dataset.path), scale=index)

@@ -277,6 +277,21 @@ def _root(source: Source) -> Path:
     return path.parent if path.name == "info" and path.is_file() else path
 
 
+def _remote_root(location: str) -> str:
+    """The dataset URL (a URL of its ``info`` file is accepted too)."""
+    return location[: -len("/info")] if location.endswith("/info") else location
+
+
+def _sniff_remote(location: str) -> bool:
+    """Whether ``info`` below a URL describes a volume (one small GET)."""
+    from napari_connecto.remote.store import HttpStore
+
+    doc = HttpStore(_remote_root(location)).probe_json("info")
+    return (
+        doc is not None and "scales" in doc and ("type" in doc or doc.get("@type") == _VOLUME_TYPE)
+    )
+
+
 def _channel(source: Source, channels: int) -> int:
     """The channel an inner path ``c{N}`` names (0 if none)."""
     if not source.inner:
@@ -334,8 +349,10 @@ class PrecomputedBackend(VolumeBackend):
         """A ``precomputed://`` source, or a local directory whose ``info`` describes a volume."""
         if source.format == "precomputed":
             return True
-        if source.is_remote or source.format is not None:
+        if source.format is not None:
             return False
+        if source.is_remote:
+            return _sniff_remote(source.location)
         try:
             info = _root(source) / "info"
             if not info.is_file() or info.stat().st_size > 16 * 2**20:
@@ -363,11 +380,11 @@ class PrecomputedBackend(VolumeBackend):
 
     @classmethod
     def _local_root(cls, source: Source) -> Path:
-        """The dataset directory of a local source; typed errors otherwise."""
+        """The dataset directory (a ``UrlPath`` if remote); typed errors otherwise."""
         if source.is_remote:
-            raise UnsupportedEncodingError(
-                str(source), "", "reading precomputed volumes over HTTP is not implemented yet"
-            )
+            from napari_connecto.remote.path import UrlPath
+
+            return UrlPath(_remote_root(source.location))  # type: ignore[return-value]
         root = _root(source)
         if not root.exists():
             raise SourceNotFoundError(str(source))
@@ -395,10 +412,21 @@ class PrecomputedBackend(VolumeBackend):
         """
         info = _read_info(cls._local_root(source))
         channel = _channel(source, info.num_channels)
+        if source.is_remote:
+            return cls._open_remote(source, info, channel, mode)
         levels = tuple(_check_chunk_files(info, lv) for lv in info.levels)
         if mode == "r+" and (reason := _write_refusal(levels[0])) is not None:
             raise ReadOnlyError(f"{source} cannot be written: {reason}")
         return cls(source, info, levels, channel, mode)
+
+    @classmethod
+    def _open_remote(cls, source: Source, info: _Info, channel: int, mode: str) -> Any:
+        """A :class:`RemotePrecomputedBackend` (read-only) over the ``info`` just validated."""
+        from napari_connecto.backends.precomputed_remote import RemotePrecomputedBackend
+
+        if mode != "r":
+            raise ReadOnlyError(f"{source} is remote; remote precomputed volumes are read-only")
+        return RemotePrecomputedBackend(source, info.path.store, info, channel)  # type: ignore[attr-defined]
 
     # -- data --------------------------------------------------------------------------
     def read(self, scale: int, start: Index3, stop: Index3) -> np.ndarray:

@@ -26,6 +26,7 @@ _BUILTIN: dict[str, str] = {
     "n5": "napari_connecto.backends.n5:N5Backend",
     "hdf5": "napari_connecto.backends.hdf5:HDF5Backend",
     "precomputed": "napari_connecto.backends.precomputed:PrecomputedBackend",
+    "dvid": "napari_connecto.backends.dvid:DvidBackend",
 }
 _loaded: dict[str, type[VolumeBackend]] = {}
 _registered: list[str] = list(_BUILTIN)
@@ -91,15 +92,42 @@ def sniff_backend(source: Source) -> type[VolumeBackend] | None:
             return get_backend(source.format)
         except KeyError:
             return None
+    if source.is_remote:
+        return _sniff_remote(source)
     for backend in _available():
         if backend.sniff(source):
             return backend
     return None
 
 
+def _sniff_remote(source: Source, *, quiet: bool = True) -> type[VolumeBackend] | None:
+    """The backend of a URL, from the metadata documents at its root.
+
+    With ``quiet=False`` an unreachable or failing server raises its
+    :class:`~napari_connecto.errors.RemoteError`.
+    """
+    from napari_connecto.errors import RemoteError
+    from napari_connecto.remote.sniff import remote_format
+
+    try:
+        name = remote_format(source.location)
+    except RemoteError as exc:
+        if not quiet:
+            raise
+        logger.warning("cannot sniff %s: %s", source, exc)
+        return None
+    try:
+        return None if name is None else get_backend(name)
+    except KeyError:
+        return None
+
+
 def find_backend(source: Source) -> type[VolumeBackend]:
     """Like :func:`sniff_backend`, but raise :class:`UnknownFormatError` when none fits."""
-    backend = sniff_backend(source)
+    if source.is_remote and source.format is None:
+        backend = _sniff_remote(source, quiet=False)
+    else:
+        backend = sniff_backend(source)
     if backend is None:
         raise UnknownFormatError(str(source), [b.name for b in _available()])
     return backend

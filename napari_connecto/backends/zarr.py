@@ -1,5 +1,9 @@
 """Zarr v2 / v3 arrays and groups, OME-Zarr 0.4 / 0.5 multiscales with their ``labels/``.
 
+Local or over HTTP(S): a remote node's metadata is validated by the same code
+(through :class:`~napari_connecto.remote.path.UrlPath`) and its chunks are read
+by zarr-python through the shared transport (read-only).
+
 Chunks are decoded by tensorstore (``zarr`` / ``zarr3`` drivers, sharding included);
 arrays with codecs tensorstore lacks (v2 filters, exotic codecs) fall back to
 zarr-python. Pickle and object codecs are refused before either library sees them.
@@ -65,7 +69,13 @@ _ZARR_READ_ERRORS = (ValueError, RuntimeError, OSError, TypeError, zlib.error, l
 
 
 def _node_path(source: Source) -> Path:
-    path = Path(source.location)
+    """The node's directory: a :class:`Path`, or a :class:`UrlPath` for a remote source."""
+    if source.is_remote:
+        from napari_connecto.remote.path import UrlPath
+
+        path: Any = UrlPath(source.location)
+    else:
+        path = Path(source.location)
     return path / source.inner if source.inner else path
 
 
@@ -121,6 +131,8 @@ def _axis_roles(meta: ArrayMeta, names: list[str] | None) -> tuple[str | int, ..
 
 def _open_level(meta: ArrayMeta, names: list[str] | None, mode: str) -> _Level:
     where = str(meta.path)
+    if not isinstance(meta.path, Path):
+        return _Level(meta, _open_remote(meta, mode), _axis_roles(meta, names))
     if meta.tensorstore_ok:
         driver = "zarr" if meta.zarr_format == 2 else "zarr3"
         spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(meta.path)}}
@@ -138,6 +150,23 @@ def _open_level(meta: ArrayMeta, names: list[str] | None, mode: str) -> _Level:
                 str(file), field, f"zarr-python cannot open it ({type(exc).__name__}: {exc})"
             ) from None
     return _Level(meta, store, _axis_roles(meta, names))
+
+
+def _open_remote(meta: ArrayMeta, mode: str) -> Any:
+    """A zarr-python array reading through the shared HTTP transport (read-only)."""
+    import zarr
+
+    from napari_connecto.remote.zarr_store import HttpZarrStore
+
+    if mode != "r":
+        raise ReadOnlyError(f"{meta.path} is remote; remote zarr arrays are read-only")
+    store = HttpZarrStore(meta.path.store.child(meta.path.key))  # type: ignore[attr-defined]
+    try:
+        return zarr.open_array(store=store, mode="r", zarr_format=meta.zarr_format)
+    except _ZARR_OPEN_ERRORS as exc:
+        raise UnsupportedEncodingError(
+            str(meta.path), "", f"zarr-python cannot open it ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _scale_of(level: _Level, res: tuple[float, ...], shift: tuple[float, ...], key: str) -> Scale:
@@ -178,7 +207,7 @@ class ZarrBackend(VolumeBackend):
         """A local zarr array or group (v2 or v3), or a ``zarr://`` source."""
         if source.format == "zarr":
             return True
-        if source.is_remote or source.format is not None:
+        if source.format is not None:
             return False
         return node_kind(_node_path(source)) is not None
 
@@ -269,7 +298,10 @@ class ZarrBackend(VolumeBackend):
         if len(entries) == 1:
             return cls.open(entries[0].source, mode)
         if not entries:
-            raise MetadataError(str(path), "", "zarr group holds no volume")
+            hint = (
+                " (HTTP cannot list a group: name the array in the URL)" if source.is_remote else ""
+            )
+            raise MetadataError(str(path), "", f"zarr group holds no volume{hint}")
         raise AmbiguousSourceError(str(source), [str(e.source) for e in entries])
 
     @classmethod
@@ -312,7 +344,7 @@ class ZarrBackend(VolumeBackend):
         level = self._levels[scale]
         index = level.index(start, stop)
         where = str(level.meta.path)
-        if level.meta.tensorstore_ok:
+        if level.meta.tensorstore_ok and isinstance(level.meta.path, Path):
             block = read_region(level.store, index, where=where, scale=scale)  # type: ignore[arg-type]
         else:
             try:
@@ -338,9 +370,7 @@ class ZarrBackend(VolumeBackend):
         """Zarr format, codecs and sharding per level."""
         return {
             "zarr_format": self._levels[0].meta.zarr_format,
-            "engine": [
-                "tensorstore" if lv.meta.tensorstore_ok else "zarr-python" for lv in self._levels
-            ],
+            "engine": [_engine(lv.meta) for lv in self._levels],
             "shards": [
                 list(lv.meta.shard_shape) if lv.meta.shard_shape else None for lv in self._levels
             ],
@@ -372,3 +402,10 @@ def _omero_window(path: Path, attrs: dict[str, Any]) -> tuple[float, float] | No
     if not (math.isfinite(start) and math.isfinite(end) and start < end):
         return None
     return start, end
+
+
+def _engine(meta: ArrayMeta) -> str:
+    """Which library decodes an array's chunks (for ``describe``)."""
+    if not isinstance(meta.path, Path):
+        return "zarr-python over HTTP"
+    return "tensorstore" if meta.tensorstore_ok else "zarr-python"

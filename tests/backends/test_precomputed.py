@@ -712,11 +712,6 @@ def test_sniff_refuses_garbage_without_raising(tmp_path):
     assert sniff(nc.Source("https://example.org/vol", format="precomputed"))
 
 
-def test_remote_sources_are_refused_clearly():
-    with pytest.raises(UnsupportedEncodingError, match="HTTP"):
-        nc.open_volume("precomputed://https://example.org/vol")
-
-
 def test_info_file_path_opens_its_volume(image_volume):
     root, truth, _ = image_volume
     vol = nc.open_volume(root / "info")
