@@ -197,6 +197,46 @@ class HttpClient:
         )
         return None if response is None else response.body
 
+    def get_confirmed(
+        self,
+        url: str,
+        *,
+        byte_range: tuple[int, int | None] | None = None,
+        allow_missing: bool = False,
+    ) -> bytes | None:
+        """Like :meth:`get`, for callers that cannot check a body themselves.
+
+        A body whose length the server did not state (no ``Content-Length``, no
+        chunked framing) may have been cut short. Its length is then asked of
+        ``HEAD``: a body of the stated length is accepted, a shorter one fetched
+        again. Where ``HEAD`` states no length either, two answers must agree.
+        """
+        previous: bytes | None = None
+        for attempt in range(self.config.retries + 1):
+            response = self.request("GET", url, byte_range=byte_range, allow_missing=allow_missing)
+            if response is None:
+                return None
+            if response.verified:
+                return response.body
+            if byte_range is None:
+                stated = self._stated_length(url)
+                if stated is not None and stated == len(response.body):
+                    return response.body
+                if stated is None and response.body == previous:
+                    return response.body
+            elif response.body == previous:
+                return response.body
+            previous = response.body
+            self._count("unverified body")
+            time.sleep(self._backoff(attempt))
+        raise TruncatedBodyError(public_url(url), "no complete answer of unstated length")
+
+    def _stated_length(self, url: str) -> int | None:
+        """``Content-Length`` of a ``HEAD`` answer, if the server states one."""
+        head = self.request("HEAD", url, allow_missing=True)
+        value = None if head is None else head.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
     def get_json(self, url: str, *, allow_missing: bool = False, body: bytes | None = None) -> Any:
         """``GET url`` parsed as JSON; a truncated or malformed body is retried, then raised."""
         import json

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from napari_connecto.errors import RemoteError
@@ -96,6 +97,12 @@ class UrlPath:
     def url(self) -> str:
         """The URL of this key."""
         return self.store.key_url(self.key)
+
+    def relative_to(self, other: UrlPath) -> PurePosixPath:
+        """This key relative to ``other``'s (``ValueError`` if not below it)."""
+        if not other.key:
+            return PurePosixPath(self.key or ".")
+        return PurePosixPath(self.key).relative_to(other.key)
 
     def resolve(self) -> UrlPath:
         """Itself (keys are normalised on creation)."""

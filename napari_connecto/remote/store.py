@@ -76,8 +76,8 @@ class HttpStore:
         return HttpStore(self.key_url(prefix.strip("/")), self._client)
 
     def get(self, key: str) -> bytes | None:
-        """The bytes of ``key``, or ``None`` if the server has no such key (404)."""
-        return self.client.get(self.key_url(key), allow_missing=True)
+        """The bytes of ``key`` (confirmed complete), or ``None`` if the server has none (404)."""
+        return self.client.get_confirmed(self.key_url(key), allow_missing=True)
 
     def get_range(self, key: str, start: int, length: int) -> bytes | None:
         """``length`` bytes of ``key`` from ``start`` (HTTP Range), or ``None`` if missing."""

@@ -66,7 +66,7 @@ class HttpZarrStore(Store):
         url = self._http.key_url(key)
         client = self._http.client
         if byte_range is None:
-            return client.get(url, allow_missing=True)
+            return client.get_confirmed(url, allow_missing=True)
         if isinstance(byte_range, RangeByteRequest):
             span: tuple[int, int | None] = (byte_range.start, byte_range.end - byte_range.start)
         elif isinstance(byte_range, OffsetByteRequest):
@@ -75,7 +75,7 @@ class HttpZarrStore(Store):
             span = (-byte_range.suffix, None)
         else:
             raise TypeError(f"unknown byte range {byte_range!r}")
-        return client.get(url, byte_range=span, allow_missing=True)
+        return client.get_confirmed(url, byte_range=span, allow_missing=True)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None

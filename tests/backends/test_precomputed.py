@@ -107,29 +107,34 @@ def image_volume(image_template, tmp_path) -> tuple[Path, list[np.ndarray], list
     return tmp_path / "image", truth, keys
 
 
+def raw_image_case(image_volume) -> ContractCase:
+    """Case A as a contract case (also served over HTTP by tests/remote)."""
+    root, truth, keys = image_volume
+
+    def corrupt():
+        chunk = root / keys[0] / "40-72_48-80_2-10"
+        chunk.write_bytes(chunk.read_bytes()[:1000])
+        return 0, (0, 32, 32), (8, 64, 64)
+
+    return ContractCase(
+        source=str(root),
+        backend="precomputed",
+        expected=truth,
+        resolutions=[(40.0, 4.0, 4.0), (40.0, 8.0, 8.0), (40.0, 16.0, 16.0)],
+        kind="image",
+        chunk_shape=(8, 32, 32),
+        origin_nm=(80.0, 64.0, 32.0),
+        corrupt=corrupt,
+        writable=True,
+    )
+
+
 class TestRawImageContract(BackendContract):
     """A tensorstore-written raw image: edge chunks truncated, voxel_offset non-zero."""
 
     @pytest.fixture
     def case(self, image_volume) -> ContractCase:
-        root, truth, keys = image_volume
-
-        def corrupt():
-            chunk = root / keys[0] / "40-72_48-80_2-10"
-            chunk.write_bytes(chunk.read_bytes()[:1000])
-            return 0, (0, 32, 32), (8, 64, 64)
-
-        return ContractCase(
-            source=str(root),
-            backend="precomputed",
-            expected=truth,
-            resolutions=[(40.0, 4.0, 4.0), (40.0, 8.0, 8.0), (40.0, 16.0, 16.0)],
-            kind="image",
-            chunk_shape=(8, 32, 32),
-            origin_nm=(80.0, 64.0, 32.0),
-            corrupt=corrupt,
-            writable=True,
-        )
+        return raw_image_case(image_volume)
 
 
 # -- case B: uint64 compressed_segmentation, sharded --------------------------------------
@@ -191,32 +196,37 @@ def segmentation_volume(segmentation_template, tmp_path):
     return tmp_path / "seg", truth, keys
 
 
+def sharded_case(segmentation_volume) -> ContractCase:
+    """Case B as a contract case (also served over HTTP by tests/remote)."""
+    root, truth, keys = segmentation_volume
+
+    def corrupt():
+        chunk_id = _compressed_morton((1, 1, 0), (4, 3, 3))
+        shard, begin, end = _chunk_in_shards(root / keys[0], 1, chunk_id)
+        buf = bytearray(shard.read_bytes())
+        buf[begin:end] = b"\xff" * (end - begin)
+        shard.write_bytes(bytes(buf))
+        return 0, (0, 16, 16), (8, 32, 32)
+
+    return ContractCase(
+        source="precomputed://" + str(root),
+        backend="precomputed",
+        expected=truth,
+        resolutions=[(30.0, 8.0, 8.0), (30.0, 16.0, 16.0)],
+        kind="segmentation",
+        chunk_shape=(8, 16, 16),
+        origin_nm=(120.0, 0.0, -128.0),
+        corrupt=corrupt,
+        writable=True,
+    )
+
+
 class TestShardedSegmentationContract(BackendContract):
     """uint64 ids beyond 2**53, compressed_segmentation, sharded, negative voxel_offset."""
 
     @pytest.fixture
     def case(self, segmentation_volume) -> ContractCase:
-        root, truth, keys = segmentation_volume
-
-        def corrupt():
-            chunk_id = _compressed_morton((1, 1, 0), (4, 3, 3))
-            shard, begin, end = _chunk_in_shards(root / keys[0], 1, chunk_id)
-            buf = bytearray(shard.read_bytes())
-            buf[begin:end] = b"\xff" * (end - begin)
-            shard.write_bytes(bytes(buf))
-            return 0, (0, 16, 16), (8, 32, 32)
-
-        return ContractCase(
-            source="precomputed://" + str(root),
-            backend="precomputed",
-            expected=truth,
-            resolutions=[(30.0, 8.0, 8.0), (30.0, 16.0, 16.0)],
-            kind="segmentation",
-            chunk_shape=(8, 16, 16),
-            origin_nm=(120.0, 0.0, -128.0),
-            corrupt=corrupt,
-            writable=True,
-        )
+        return sharded_case(segmentation_volume)
 
 
 def test_truncated_shard_file_is_a_chunk_error(segmentation_volume):

@@ -104,39 +104,71 @@ def _truncator(array_dir: Path, chunk_shape, shape):
     return corrupt
 
 
+def ome05_case(tmp_path) -> ContractCase:
+    image = _image()
+    path = _write_ome(tmp_path / "img.zarr", FormatV05(), image, _segmentation())
+    return ContractCase(
+        source=str(path),
+        backend="zarr",
+        expected=_pyramid(image, 3),
+        resolutions=[(40.0, 4.0, 4.0), (40.0, 8.0, 8.0), (40.0, 16.0, 16.0)],
+        kind="image",
+        chunk_shape=(2, 32, 32),
+        origin_nm=(80.0, 12.0, 8.0),
+        corrupt=_truncator(_level0(path), (2, 32, 32), image.shape),
+        writable=True,
+    )
+
+
 class TestOmeZarr05(BackendContract):
     @pytest.fixture
     def case(self, tmp_path):
-        image = _image()
-        path = _write_ome(tmp_path / "img.zarr", FormatV05(), image, _segmentation())
-        return ContractCase(
-            source=str(path),
-            backend="zarr",
-            expected=_pyramid(image, 3),
-            resolutions=[(40.0, 4.0, 4.0), (40.0, 8.0, 8.0), (40.0, 16.0, 16.0)],
-            kind="image",
-            chunk_shape=(2, 32, 32),
-            origin_nm=(80.0, 12.0, 8.0),
-            corrupt=_truncator(_level0(path), (2, 32, 32), image.shape),
-            writable=True,
-        )
+        return ome05_case(tmp_path)
+
+
+def ome04_labels_case(tmp_path) -> ContractCase:
+    labels = _segmentation()
+    path = _write_ome(tmp_path / "img.zarr", FormatV04(), _image(), labels)
+    return ContractCase(
+        source=f"zarr://{path}/labels/neurons",
+        backend="zarr",
+        expected=_pyramid(labels, 3),
+        resolutions=[(40.0, 4.0, 4.0), (40.0, 8.0, 8.0), (40.0, 16.0, 16.0)],
+        kind="segmentation",
+        chunk_shape=(2, 32, 32),
+        origin_nm=(80.0, 12.0, 8.0),
+        corrupt=_truncator(_level0(path / "labels" / "neurons"), (2, 32, 32), labels.shape),
+    )
 
 
 class TestOmeZarr04Labels(BackendContract):
     @pytest.fixture
     def case(self, tmp_path):
-        labels = _segmentation()
-        path = _write_ome(tmp_path / "img.zarr", FormatV04(), _image(), labels)
-        return ContractCase(
-            source=f"zarr://{path}/labels/neurons",
-            backend="zarr",
-            expected=_pyramid(labels, 3),
-            resolutions=[(40.0, 4.0, 4.0), (40.0, 8.0, 8.0), (40.0, 16.0, 16.0)],
-            kind="segmentation",
-            chunk_shape=(2, 32, 32),
-            origin_nm=(80.0, 12.0, 8.0),
-            corrupt=_truncator(_level0(path / "labels" / "neurons"), (2, 32, 32), labels.shape),
-        )
+        return ome04_labels_case(tmp_path)
+
+
+def zarr_v2_case(tmp_path) -> ContractCase:
+    labels = _segmentation((9, 50, 45))
+    arr = zarr.create_array(
+        store=str(tmp_path / "seg.zarr"),
+        shape=labels.shape,
+        chunks=(4, 16, 16),
+        dtype="uint64",
+        zarr_format=2,
+        attributes={"resolution": [8, 8, 8], "offset": [16, 0, 8]},
+    )
+    arr[:] = labels
+    return ContractCase(
+        source=str(tmp_path / "seg.zarr"),
+        backend="zarr",
+        expected=[labels],
+        resolutions=[(8.0, 8.0, 8.0)],
+        kind="segmentation",
+        chunk_shape=(4, 16, 16),
+        origin_nm=(16.0, 0.0, 8.0),
+        corrupt=_truncator(tmp_path / "seg.zarr", (4, 16, 16), labels.shape),
+        writable=True,
+    )
 
 
 class TestZarrV2Array(BackendContract):
@@ -144,27 +176,41 @@ class TestZarrV2Array(BackendContract):
 
     @pytest.fixture
     def case(self, tmp_path):
-        labels = _segmentation((9, 50, 45))
-        arr = zarr.create_array(
-            store=str(tmp_path / "seg.zarr"),
-            shape=labels.shape,
-            chunks=(4, 16, 16),
-            dtype="uint64",
-            zarr_format=2,
-            attributes={"resolution": [8, 8, 8], "offset": [16, 0, 8]},
-        )
-        arr[:] = labels
-        return ContractCase(
-            source=str(tmp_path / "seg.zarr"),
-            backend="zarr",
-            expected=[labels],
-            resolutions=[(8.0, 8.0, 8.0)],
-            kind="segmentation",
-            chunk_shape=(4, 16, 16),
-            origin_nm=(16.0, 0.0, 8.0),
-            corrupt=_truncator(tmp_path / "seg.zarr", (4, 16, 16), labels.shape),
-            writable=True,
-        )
+        return zarr_v2_case(tmp_path)
+
+
+def zarr_v3_sharded_case(tmp_path) -> ContractCase:
+    image = _image((8, 64, 96)).astype(np.uint16) * 200
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(tmp_path / "sharded.zarr")},
+        "metadata": {
+            "shape": list(image.shape),
+            "data_type": "uint16",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [8, 32, 48]}},
+            "codecs": [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": [4, 16, 16],
+                        "codecs": [{"name": "bytes"}, {"name": "zstd"}],
+                    },
+                }
+            ],
+        },
+        "create": True,
+    }
+    store = ts.open(spec).result()
+    store.write(image).result()
+    return ContractCase(
+        source=str(tmp_path / "sharded.zarr"),
+        backend="zarr",
+        expected=[image],
+        resolutions=[(1.0, 1.0, 1.0)],
+        kind="image",
+        chunk_shape=(4, 16, 16),
+        writable=True,
+    )
 
 
 class TestZarrV3Sharded(BackendContract):
@@ -172,37 +218,7 @@ class TestZarrV3Sharded(BackendContract):
 
     @pytest.fixture
     def case(self, tmp_path):
-        image = _image((8, 64, 96)).astype(np.uint16) * 200
-        spec = {
-            "driver": "zarr3",
-            "kvstore": {"driver": "file", "path": str(tmp_path / "sharded.zarr")},
-            "metadata": {
-                "shape": list(image.shape),
-                "data_type": "uint16",
-                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [8, 32, 48]}},
-                "codecs": [
-                    {
-                        "name": "sharding_indexed",
-                        "configuration": {
-                            "chunk_shape": [4, 16, 16],
-                            "codecs": [{"name": "bytes"}, {"name": "zstd"}],
-                        },
-                    }
-                ],
-            },
-            "create": True,
-        }
-        store = ts.open(spec).result()
-        store.write(image).result()
-        return ContractCase(
-            source=str(tmp_path / "sharded.zarr"),
-            backend="zarr",
-            expected=[image],
-            resolutions=[(1.0, 1.0, 1.0)],
-            kind="image",
-            chunk_shape=(4, 16, 16),
-            writable=True,
-        )
+        return zarr_v3_sharded_case(tmp_path)
 
 
 def test_sharded_corrupt_shard_fails_that_region(tmp_path):
