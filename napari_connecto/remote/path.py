@@ -99,7 +99,7 @@ class UrlPath:
         return self.store.key_url(self.key)
 
     def relative_to(self, other: UrlPath) -> PurePosixPath:
-        """This key relative to ``other``'s (``ValueError`` if not below it)."""
+        """The key relative to ``other``'s (``ValueError`` if not below it)."""
         if not other.key:
             return PurePosixPath(self.key or ".")
         return PurePosixPath(self.key).relative_to(other.key)

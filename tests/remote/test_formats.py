@@ -35,7 +35,7 @@ from tests.remote.conftest import over_http
 
 class TestPrecomputedRawOverHttp(BackendContract):
     @pytest.fixture
-    def case(self, image_volume, serve) -> ContractCase:
+    def case(self, image_volume, serve) -> ContractCase:  # noqa: F811
         root = image_volume[0]
         return over_http(raw_image_case(image_volume), root, serve(root).url)
 
@@ -44,7 +44,7 @@ class TestPrecomputedShardedOverHttp(BackendContract):
     """Sharded compressed_segmentation: shard and minishard indexes read by Range requests."""
 
     @pytest.fixture
-    def case(self, segmentation_volume, serve) -> ContractCase:
+    def case(self, segmentation_volume, serve) -> ContractCase:  # noqa: F811
         root = segmentation_volume[0]
         return over_http(sharded_case(segmentation_volume), root, serve(root).url)
 
