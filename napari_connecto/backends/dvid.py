@@ -6,7 +6,8 @@
   sibling instances ``<name>_1``, ``<name>_2``... (DVID's convention) become
   scales too.
 - The volume spans the instance's extents (``MinPoint``..``MaxPoint``,
-  inclusive), aligned out to whole blocks so every read is block-aligned.
+  inclusive), its start aligned down so that every level starts at the same nm on
+  a block boundary (reads are block-aligned).
   Labelmap voxels travel lz4-compressed; every answer's size is checked.
 - ``annotation`` instances are point sets: one point per element, with its
   kind, tags and partners (``PreSynTo`` / ``PostSynTo``).
@@ -300,11 +301,16 @@ def _scales(
     else:
         instances = [address.instance]
         levels = int(ext.get("MaxDownresLevel") or 0) + 1
+    # Every level starts at the same nm (napari's levels share one origin), on a block
+    # boundary of every level: level 0's start is aligned to block * 2**(levels - 1).
+    origin = tuple(
+        a // (b << (levels - 1)) * (b << (levels - 1)) for a, b in zip(lo_zyx, block, strict=True)
+    )
     scales = []
     for k in range(levels):
         f = 2**k
-        start = tuple((a // f) // b * b for a, b in zip(lo_zyx, block, strict=True))
-        stop = tuple(_ceil_div(_ceil_div(a, f), b) * b for a, b in zip(hi_zyx, block, strict=True))
+        start = tuple(a // f for a in origin)
+        stop = tuple(_ceil_div(a, f) for a in hi_zyx)
         chunk = tuple(max(b, _MIN_READ) for b in block)
         scales.append(
             Scale(
