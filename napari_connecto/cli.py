@@ -113,7 +113,10 @@ def _add_annotation_commands(sub: Any) -> None:
         description="Read SOURCE and import it into DB in one transaction: new rows are "
         "added, rows already stored exactly so are unchanged, conflicts import nothing.",
     )
-    imp.add_argument("source", help="CREMI .h5, CSV/Parquet table, CAVE export or arrays")
+    imp.add_argument(
+        "source",
+        help="CREMI .h5, CSV/Parquet table, CAVE export, arrays, or dvid://host:port/UUID/ANNOTATIONS",
+    )
     imp.add_argument("--db", required=True, help="SQLite file (created) or postgresql:// URL")
     imp.add_argument(
         "--format", help="cremi, cave, arrays or table (default: sniffed from the file)"

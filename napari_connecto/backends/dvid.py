@@ -22,10 +22,10 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import pandas as pd
 
 from napari_connecto.backends.base import Entry, Kind, PointSet, VolumeBackend
 from napari_connecto.dvid.address import DvidAddress, parse_dvid
+from napari_connecto.dvid.annotations import point_set, read_elements
 from napari_connecto.dvid.client import DvidClient
 from napari_connecto.errors import (
     ChunkError,
@@ -194,9 +194,8 @@ class DvidBackend(VolumeBackend):
             raise UnsupportedEncodingError(
                 str(source), "Base.TypeName", "not an annotation instance"
             )
-        start, shape, voxel_zyx = _annotation_box(client, address, info)
-        elements = client.elements(address.uuid, address.instance, start, shape)
-        return _point_set(address.instance, elements, voxel_zyx, str(source))
+        found = read_elements(client, address, info)
+        return point_set(address.instance, found, str(source))
 
     # -- data --------------------------------------------------------------------------
     def _level(self, scale: int) -> tuple[str, int]:
@@ -341,59 +340,3 @@ def _grayscale_siblings(client: DvidClient, address: DvidAddress) -> list[str]:
     while len(found) < _MAX_SIBLING_SCALES and f"{address.instance}_{len(found)}" in names:
         found.append(f"{address.instance}_{len(found)}")
     return found
-
-
-def _annotation_box(
-    client: DvidClient, address: DvidAddress, info: dict[str, Any]
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]:
-    """A box holding every element and the voxel size (z, y, x nm) of their coordinates.
-
-    Both come from the synced volume; without one, a generous box and 8 nm voxels.
-    """
-    syncs = (info.get("Base") or {}).get("Syncs") or []
-    for name in syncs:
-        try:
-            ext = client.instance_info(address.uuid, name).get("Extended") or {}
-        except RemoteError:
-            continue
-        lo, hi = ext.get("MinPoint"), ext.get("MaxPoint")
-        voxel = ext.get("VoxelSize") or [8, 8, 8]
-        if isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) == 3:
-            start = tuple(int(v) for v in lo[::-1])
-            shape = tuple(int(b) + 1 - a for a, b in zip(start, hi[::-1], strict=True))
-            return start, shape, tuple(float(v) for v in voxel[::-1])
-    return (0, 0, 0), (_DEFAULT_EXTENT,) * 3, (8.0, 8.0, 8.0)
-
-
-def _point_set(
-    name: str, elements: list[dict[str, Any]], voxel_zyx: tuple[float, ...], where: str
-) -> PointSet:
-    """Elements -> points (z, y, x nm) with kind, tags and partner positions (x_y_z voxels)."""
-    rows, positions = [], []
-    for i, el in enumerate(elements):
-        pos = el.get("Pos") if isinstance(el, dict) else None
-        if not isinstance(pos, list) or len(pos) != 3:
-            raise MetadataError(
-                where, f"elements[{i}].Pos", f"expected [x, y, z], got {pos!r:.100}"
-            )
-        rels = el.get("Rels") or []
-        partners = [
-            tuple(r["To"])
-            for r in rels
-            if isinstance(r, dict) and r.get("Rel") in ("PreSynTo", "PostSynTo")
-        ]
-        positions.append([float(pos[2]), float(pos[1]), float(pos[0])])
-        rows.append(
-            {
-                "kind": str(el.get("Kind", "Unknown")),
-                "tags": ",".join(str(t) for t in (el.get("Tags") or [])),
-                "partners": ";".join("_".join(str(v) for v in p) for p in partners),
-                "n_partners": len(partners),
-                "x": int(pos[0]),
-                "y": int(pos[1]),
-                "z": int(pos[2]),
-            }
-        )
-    points = np.asarray(positions, dtype=np.float64).reshape(-1, 3) * np.asarray(voxel_zyx)
-    metadata = {"source": where, "voxel_size_nm": list(voxel_zyx)}
-    return PointSet(name, points, pd.DataFrame(rows), metadata)

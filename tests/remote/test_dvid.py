@@ -295,3 +295,30 @@ def test_remote_errors_keep_dvids_message(dvid):
     with pytest.raises(RemoteError) as err:
         client.new_version(child)  # the child is not committed
     assert err.value.status == 400 and err.value.problem
+
+
+def test_annotations_import_into_the_store_with_neurons_from_the_labelmap(dvid, tmp_path):
+    from napari_connecto import AnnotationStore, read_annotations
+    from napari_connecto.cli import main
+
+    server, root, child = dvid
+    source = _url(server, root, "synapses")
+    batch = read_annotations(source)
+    synapses = batch.synapses
+    assert len(synapses) == 2  # one PreSyn with two PostSyn partners
+    truth = _supervoxels()
+    pre_voxel = (5, 30, 20)  # z, y, x relative to OFFSET
+    assert set(synapses["pre_id"].tolist()) == {int(truth[pre_voxel])}
+    posts = {int(truth[5, 30, 60]), int(truth[6, 70, 20])}
+    assert set(synapses["post_id"].tolist()) == posts
+    np.testing.assert_allclose(
+        synapses[["pre_z", "pre_y", "pre_x"]].to_numpy()[0],
+        (np.array(pre_voxel) + OFFSET) * 8.0,
+    )
+    assert synapses["confidence"].tolist() == [0.9, 0.9]
+    db = tmp_path / "annotations.db"
+    assert main(["import", source, "--db", str(db)]) == 0
+    assert main(["import", source, "--db", str(db)]) == 0  # again: nothing new
+    with AnnotationStore.open(str(db)) as store:
+        assert store.count_synapses() == 2
+        assert set(store.synapses([int(truth[pre_voxel])], pre=True)["post_id"].tolist()) == posts

@@ -1,4 +1,4 @@
-"""Annotation importers: CREMI HDF5, butterfly-style arrays, CSV/Parquet tables, CAVE exports.
+"""Annotation importers: CREMI HDF5, arrays, CSV/Parquet tables, CAVE exports, DVID.
 
 :func:`read_annotations` reads one file into a normalised
 :class:`~napari_connecto.annotations.frames.ImportBatch` (nothing is stored; hand the
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_connecto.annotations.importers import arrays, cave, cremi, tables
+from napari_connecto.annotations.importers import arrays, cave, cremi, dvid, tables
 from napari_connecto.annotations.importers.registry import (
     Importer,
     Kind,
@@ -60,7 +60,8 @@ def read_annotations(
     Parameters
     ----------
     path : str or os.PathLike
-        The file.
+        The file, or a DVID annotation instance ``dvid://host:port/<uuid>/<instance>``
+        (its synapses; neurons from its synced labelmap).
     format : str, optional
         One of :data:`FORMATS` (``"cremi"``, ``"cave"``, ``"arrays"``, ``"table"``);
         sniffed from the file when omitted.
@@ -93,6 +94,9 @@ def read_annotations(
     ConflictError
         If one id appears with two different rows in the file.
     """
+    if dvid.is_dvid(os.fspath(path)) and format in (None, "dvid"):
+        options = ReadOptions(mapping=mapping, resolution=resolution, kind=kind)
+        return dvid.read_dvid(os.fspath(path), options)
     where = _file_of(path)
     name = format if format is not None else sniff_format(where)
     importer = get_importer(name, str(where))
