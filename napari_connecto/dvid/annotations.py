@@ -110,8 +110,9 @@ def synapse_pairs(found: Elements, where: str) -> pd.DataFrame:
     """One row per PreSyn -> PostSyn partner pair, positions in voxels (z, y, x).
 
     Columns ``pre_z..``, ``post_z..`` and the PreSyn's ``confidence`` (``Prop``
-    ``conf``/``confidence``) where it has one. A ``PreSynTo`` pointing at a position with no PostSyn element is kept (DVID
-    allows it); a PostSyn whose PreSyn does not list it back is ignored.
+    ``conf``/``confidence``) where it has one. A ``PreSynTo`` pointing at a
+    position with no PostSyn element is kept (DVID allows it); a PostSyn whose
+    PreSyn does not list it back is ignored.
     """
     rows = []
     for i, el in enumerate(found.elements):
