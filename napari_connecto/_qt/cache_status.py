@@ -101,6 +101,8 @@ class CacheStatusWidget(QWidget):
         Cache budget in MiB, fetch workers, preview levels.
     prefetch_check : QCheckBox
         Whether to prefetch around the view.
+    failure_label : QLabel
+        Why the latest failed chunk failed (e.g. "server busy"), while any is failed.
     message_label : QLabel
         The outcome of the last action: a retry count, or why a setting was refused.
     """
@@ -114,6 +116,11 @@ class CacheStatusWidget(QWidget):
         self.usage_bar = QProgressBar()
         self.usage_bar.setRange(0, 1000)
         self.usage_bar.setFormat("%p%")
+        self.failure_label = QLabel()
+        self.failure_label.setObjectName("connecto_failure")
+        self.failure_label.setWordWrap(True)
+        self.failure_label.setStyleSheet(ERROR_STYLE)
+        self.failure_label.hide()
         self.retry_button = QPushButton("Retry failed")
         self.retry_button.setToolTip("Fetch every failed chunk in view again now")
         self.retry_button.clicked.connect(self._on_retry)
@@ -142,6 +149,7 @@ class CacheStatusWidget(QWidget):
         for name, label in self.count_labels.items():
             label.setObjectName(f"connecto_{name}")
             chunks.addRow(f"{name.capitalize()}:", label)
+        chunks.addRow(self.failure_label)
         chunks.addRow(self.retry_button)
         cache = QVBoxLayout()
         cache.addWidget(self.usage_label)
@@ -181,6 +189,10 @@ class CacheStatusWidget(QWidget):
         self.usage_bar.setValue(min(1000, round(1000 * used / budget)) if budget > 0 else 0)
         self.retry_button.setEnabled(status.failed > 0)
         self.count_labels["failed"].setStyleSheet(ERROR_STYLE if status.failed else "")
+        reason = status.last_error if status.failed else ""
+        self.failure_label.setText(f"Last failure: {_shorten(reason)}" if reason else "")
+        self.failure_label.setToolTip(reason)
+        self.failure_label.setVisible(bool(reason))
         settings = self._controller.service.settings
         if settings != self._shown_settings:
             self._show_settings(settings)  # changed elsewhere (a script, another panel)
@@ -252,3 +264,8 @@ class CacheStatusWidget(QWidget):
         """Stop polling for good."""
         self._timer.stop()
         super().closeEvent(event)
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

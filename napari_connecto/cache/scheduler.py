@@ -90,6 +90,8 @@ class SchedulerStats:
     dropped: int
     """Queued requests dropped because the view moved on before they started."""
     workers: int
+    last_error: str = ""
+    """Why the most recent fetch that failed did (e.g. ``server busy (...)``)."""
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class FetchScheduler:
         self._generations: dict[Hashable, int] = {}
         self._listeners: dict[Hashable, Callable[[ChunkKey], None]] = {}
         self._failures: dict[ChunkKey, Failure] = {}
+        self._last_error = ""
         self._attempts: dict[ChunkKey, int] = {}
         self._seq = itertools.count()
         self._fetched = 0
@@ -289,6 +292,7 @@ class FetchScheduler:
                 fetched_bytes=self._fetched_bytes,
                 dropped=self._dropped,
                 workers=self._target_workers,
+                last_error=self._last_error if self._failures else "",
             )
 
     def reset_counters(self) -> None:
@@ -445,6 +449,7 @@ class FetchScheduler:
                 delay = RETRY_DELAYS[attempts - 1] if attempts <= len(RETRY_DELAYS) else None
                 retry_at = None if delay is None else time.monotonic() + delay
                 self._failures[job.key] = Failure(str(error), attempts, retry_at)
+                self._last_error = str(error)
             listeners = [
                 self._listeners[c]
                 for c in entry.wanted_by

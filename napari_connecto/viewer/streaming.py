@@ -66,6 +66,8 @@ class StreamingStatus:
     cache_bytes: int
     budget_bytes: int
     layers: int
+    last_error: str = ""
+    """Why the latest failed chunk failed, while any chunk is failed."""
 
 
 def stream_of(layer: Layer) -> LayerStream | None:
@@ -354,6 +356,7 @@ class StreamingController:
             cache_bytes=cache.nbytes,
             budget_bytes=cache.budget,
             layers=len(self._layers),
+            last_error=sched.last_error,
         )
 
     def retry_failed(self) -> int:

@@ -180,6 +180,9 @@ def test_failed_chunks_enable_retry_and_retry_fetches_them(viewer, backend, qtbo
     assert failed > 0
     qtbot.waitUntil(lambda: shown_counts(widget)["failed"] == failed, timeout=2000)
     assert widget.retry_button.isEnabled()
+    reason = controller.status().last_error
+    assert reason and widget.failure_label.isVisible()
+    assert widget.failure_label.toolTip() == reason  # why it failed, e.g. "server busy"
 
     backend.fail = None
     qtbot.mouseClick(widget.retry_button, Qt.MouseButton.LeftButton)
@@ -188,6 +191,7 @@ def test_failed_chunks_enable_retry_and_retry_fetches_them(viewer, backend, qtbo
     assert wait_until_loaded(viewer, timeout=30)
     qtbot.waitUntil(lambda: shown_counts(widget)["failed"] == 0, timeout=2000)
     assert not widget.retry_button.isEnabled()
+    assert not widget.failure_label.isVisible()
     assert controller.status().fetched > 0
 
 
