@@ -277,6 +277,21 @@ def _root(source: Source) -> Path:
     return path.parent if path.name == "info" and path.is_file() else path
 
 
+def chunk_grid(info: _Info, level: _Level, directory: Path | None) -> ChunkGrid:
+    """Chunk layout of one scale, for the native decoder (``directory`` ``None`` if remote)."""
+    sc = level.scale
+    return ChunkGrid(
+        directory=directory,
+        shape=sc.shape,
+        chunk=sc.chunk_shape,
+        offset=sc.voxel_offset,
+        dtype=sc.dtype,
+        num_channels=info.num_channels,
+        encoding=sc.encoding,
+        block=level.block or (8, 8, 8),
+    )
+
+
 def _remote_root(location: str) -> str:
     """The dataset URL (a URL of its ``info`` file is accepted too)."""
     return location[: -len("/info")] if location.endswith("/info") else location
@@ -465,17 +480,7 @@ class PrecomputedBackend(VolumeBackend):
 
     def _grid(self, level: _Level) -> ChunkGrid:
         """Chunk layout of a natively read scale."""
-        sc = level.scale
-        return ChunkGrid(
-            directory=level.directory,
-            shape=sc.shape,
-            chunk=sc.chunk_shape,
-            offset=sc.voxel_offset,
-            dtype=sc.dtype,
-            num_channels=self._info.num_channels,
-            encoding=sc.encoding,
-            block=level.block or (8, 8, 8),
-        )
+        return chunk_grid(self._info, level, level.directory)
 
     def describe(self) -> dict[str, Any]:
         """Type, channels and, per scale, encoding, chunk sizes, sharding and reader."""

@@ -19,6 +19,7 @@ from napari_connecto.backends._assemble import assemble
 from napari_connecto.backends._precomputed_codecs import ChunkGrid, decode_chunk
 from napari_connecto.backends._precomputed_shards import ShardReader, ShardSpec
 from napari_connecto.backends.base import VolumeBackend
+from napari_connecto.backends.precomputed import PrecomputedBackend, chunk_grid
 from napari_connecto.remote.http import public_url
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class RemotePrecomputedBackend(VolumeBackend):
         self._store = store
         self._info = info
         self._channel = channel
-        self._grids = tuple(self._grid(lv) for lv in info.levels)
+        self._grids = tuple(chunk_grid(info, lv, None) for lv in info.levels)
         self._shards = tuple(
             self._shard_reader(lv, g) for lv, g in zip(info.levels, self._grids, strict=True)
         )
@@ -57,22 +58,7 @@ class RemotePrecomputedBackend(VolumeBackend):
     @classmethod
     def open(cls, source: Source, mode: str = "r") -> RemotePrecomputedBackend:  # type: ignore[override]
         """Open through :class:`~napari_connecto.backends.precomputed.PrecomputedBackend`."""
-        from napari_connecto.backends.precomputed import PrecomputedBackend
-
         return PrecomputedBackend.open(source, mode)  # type: ignore[return-value,arg-type]
-
-    def _grid(self, level: _Level) -> ChunkGrid:
-        sc = level.scale
-        return ChunkGrid(
-            directory=None,
-            shape=sc.shape,
-            chunk=sc.chunk_shape,
-            offset=sc.voxel_offset,
-            dtype=sc.dtype,
-            num_channels=self._info.num_channels,
-            encoding=sc.encoding,
-            block=level.block or (8, 8, 8),
-        )
 
     def _shard_reader(self, level: _Level, grid: ChunkGrid) -> ShardReader | None:
         if level.sharding is None:
