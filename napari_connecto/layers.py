@@ -117,7 +117,6 @@ def points_layer_data(points: PointSet) -> LayerData:
         "size": sizes,
         "units": ("nm", "nm", "nm"),
         "axis_labels": ("z", "y", "x"),
-        "out_of_slice_display": True,
         "metadata": dict(points.metadata),
     }
     return np.asarray(points.positions_nm, dtype=np.float64).reshape(-1, 3), meta, "points"
