@@ -22,7 +22,7 @@ from napari_connecto.errors import ChunkError, RegionError
 from napari_connecto.testing.backends import LatencyBackend, SyntheticBackend, synthetic_voxels
 from napari_connecto.volume.volume import Volume
 
-WAIT = 5.0
+WAIT = 15.0  # returns as soon as idle; generous for loaded CI machines
 SHAPE = (12, 128, 128)
 CHUNK = (4, 32, 32)
 BLOCK_BYTES = 4 * 32 * 32  # uint8
