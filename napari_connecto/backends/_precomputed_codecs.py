@@ -172,14 +172,13 @@ def decode_compressed_segmentation(
         raise ValueError("shorter than its channel header")
     out = np.empty((channels, *shape), dtype=dtype)
     for c in range(channels):
-        out[c] = _decode_channel(words, int(words[c]), shape, dtype, block)
+        _decode_channel(words, int(words[c]), out[c], block)
     return out
 
 
-def _decode_channel(
-    words: np.ndarray, base: int, shape: Index3, dtype: np.dtype, block: Index3
-) -> np.ndarray:
-    """Decode one channel whose data starts at word ``base``."""
+def _decode_channel(words: np.ndarray, base: int, out: np.ndarray, block: Index3) -> None:
+    """Decode the channel whose data starts at word ``base`` into ``out`` (z, y, x)."""
+    shape, dtype = out.shape, out.dtype
     grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
     nblocks, per_block = math.prod(grid), math.prod(block)
     if base + 2 * nblocks > len(words):
@@ -195,31 +194,57 @@ def _decode_channel(
     for k in np.unique(bits).tolist():
         sel = np.flatnonzero(bits == k)
         index = _block_indices(words, values_at[sel], int(k), per_block)
-        ends = table[sel] + (index.max(axis=1) + 1) * wpv
+        ends = table[sel] + (index.max(axis=1).astype(np.int64) + 1) * wpv
         if (ends > len(words)).any():
             raise ValueError("lookup table runs past the end of the data")
-        at = table[sel][:, None] + index * wpv
-        values = words[at].astype(dtype)
-        if wpv == 2:
-            values |= words[at + 1].astype(dtype) << np.uint64(32)
-        flat[sel] = values
+        flat[sel] = _lookup(words, table[sel], index, dtype)
     gz, gy, gx = grid
     bz, by, bx = block
-    padded = flat.reshape(gz, gy, gx, bz, by, bx).transpose(0, 3, 1, 4, 2, 5)
-    padded = padded.reshape(gz * bz, gy * by, gx * bx)
-    return padded[: shape[0], : shape[1], : shape[2]]
+    blocks = flat.reshape(gz, gy, gx, bz, by, bx).transpose(0, 3, 1, 4, 2, 5)
+    if shape == (gz * bz, gy * by, gx * bx):  # whole blocks: one copy, straight into out
+        np.copyto(out.reshape(gz, bz, gy, by, gx, bx), blocks)
+        return
+    padded = blocks.reshape(gz * bz, gy * by, gx * bx)
+    out[...] = padded[: shape[0], : shape[1], : shape[2]]
+
+
+def _lookup(words: np.ndarray, table: np.ndarray, index: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The table values of ``index`` (one row per block, its table starting at ``table``)."""
+    if dtype.itemsize == 4:
+        return words[table[:, None] + index]
+    # uint64 values: gather them whole from the 8-byte view that puts each table on a
+    # value boundary (tables start at even or odd words).
+    odd = table % 2 == 1
+    out = np.empty(index.shape, dtype=dtype)
+    for parity in (0, 1):
+        rows = np.flatnonzero(odd == bool(parity))
+        if not rows.size:
+            continue
+        usable = (len(words) - parity) // 2 * 2
+        view = words[parity : parity + usable].view("<u8")
+        if not view.flags.aligned:  # numpy gathers unaligned 8-byte values slowly
+            view = view.copy()
+        found = view[((table[rows] - parity) // 2)[:, None] + index[rows]]
+        if rows.size == len(table):
+            return found
+        out[rows] = found
+    return out
 
 
 def _block_indices(words: np.ndarray, starts: np.ndarray, bits: int, n: int) -> np.ndarray:
-    """Lookup-table indices of every voxel in the blocks encoded with ``bits`` bits."""
+    """Lookup-table indices of every voxel in the blocks encoded with ``bits`` bits.
+
+    ``bits`` divides 32, so no value straddles two words.
+    """
     if bits == 0:
         return np.zeros((len(starts), n), dtype=np.int64)
     nwords = -(-bits * n // 32)
     if (starts + nwords > len(words)).any():
         raise ValueError("encoded values run past the end of the data")
-    packed = words[starts[:, None] + np.arange(nwords)].astype(np.int64)
     position = np.arange(n, dtype=np.int64) * bits
-    return (packed[:, position >> 5] >> (position & 31)) & ((1 << bits) - 1)
+    shift = (position & 31).astype(np.uint32)
+    mask = np.uint32((1 << bits) - 1)
+    return ((words[starts[:, None] + (position >> 5)] >> shift) & mask).astype(np.int64)
 
 
 def _read_file(path: Path, limit: int) -> tuple[bytes, bool] | None:

@@ -465,8 +465,11 @@ class HttpClient:
     def _read_body(self, raw: urllib3.BaseHTTPResponse, shown: str) -> bytes:
         """The whole body, refusing more than ``max_body_bytes``."""
         length = raw.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
-            raise RemoteError(shown, f"answer of {length} bytes is larger than allowed")
+        if length is not None and length.isdigit():
+            if int(length) > self.config.max_body_bytes:
+                raise RemoteError(shown, f"answer of {length} bytes is larger than allowed")
+            if not raw.headers.get("content-encoding"):  # its size is known: one read
+                return raw.read()
         parts, total = [], 0
         for part in raw.stream(2**20, decode_content=True):
             total += len(part)
