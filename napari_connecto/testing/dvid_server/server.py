@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_connecto.testing.chaos import Chaos, ChaosConfig
+from napari_connecto.testing.chaos import Chaos, ChaosConfig, LoopbackHTTPServer
 from napari_connecto.testing.dvid_server.annotation import Annotation
 from napari_connecto.testing.dvid_server.handler import DvidApp, DvidRequestHandler
 from napari_connecto.testing.dvid_server.imageblk import VoxelInstance
@@ -33,15 +32,6 @@ _log = logging.getLogger(__name__)
 
 class SeedError(ValueError):
     """A seeding call that DVID would have refused (the message is DVID's)."""
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log dropped connections (client timeouts, resets) instead of printing tracebacks."""
-        _log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
 class DvidServer:
@@ -78,7 +68,7 @@ class DvidServer:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         manager = load_state(self.data_dir) if self.data_dir is not None else RepoManager()
         self.app = DvidApp(manager, throttle_limit)
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -99,7 +89,7 @@ class DvidServer:
             (DvidRequestHandler,),
             {"app": self.app, "chaos_source": staticmethod(lambda: self.chaos)},
         )
-        self._httpd = _HTTPServer(("127.0.0.1", self.port), handler)
+        self._httpd = LoopbackHTTPServer(("127.0.0.1", self.port), handler)
         self.app.host = f"127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name="dvid-test-server", daemon=True
@@ -112,6 +102,7 @@ class DvidServer:
         """Stop serving (and save the state if a data directory was given)."""
         if self._httpd is not None:
             self._httpd.shutdown()
+            self._httpd.close_connections()
             self._httpd.server_close()
             self._httpd = None
         if self._thread is not None:
