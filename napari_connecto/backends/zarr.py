@@ -160,7 +160,8 @@ def _open_remote(meta: ArrayMeta, mode: str) -> Any:
 
     if mode != "r":
         raise ReadOnlyError(f"{meta.path} is remote; remote zarr arrays are read-only")
-    store = HttpZarrStore(meta.path.store.child(meta.path.key))  # type: ignore[attr-defined]
+    path: Any = meta.path  # a UrlPath: its metadata was just fetched, zarr-python reuses it
+    store = HttpZarrStore(path.store.child(path.key), path.fetched())
     try:
         return zarr.open_array(store=store, mode="r", zarr_format=meta.zarr_format)
     except _ZARR_OPEN_ERRORS as exc:

@@ -31,18 +31,18 @@ class _Bodies:
 
     def __init__(self, store: HttpStore) -> None:
         self.store = store
-        self._known: dict[str, bytes | None] = {}
-        self._lock = threading.Lock()
+        self.known: dict[str, bytes | None] = {}
+        self.lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
-        with self._lock:
-            if key in self._known:
-                return self._known[key]
+        with self.lock:
+            if key in self.known:
+                return self.known[key]
         body = self.store.get(key)
         if body is not None and len(body) > MAX_METADATA_BYTES:
             body = body[: MAX_METADATA_BYTES + 1]
-        with self._lock:
-            self._known[key] = body
+        with self.lock:
+            self.known[key] = body
         return body
 
 
@@ -152,6 +152,15 @@ class UrlPath:
         """A stat result whose ``st_size`` is the body's length (``FileNotFoundError`` if none)."""
         size = len(self.read_bytes())
         return os.stat_result((0o100444, 0, 0, 1, 0, 0, size, 0, 0, 0))
+
+    def fetched(self) -> dict[str, bytes]:
+        """Bodies already fetched below this key (keys relative to it; absent ones left out)."""
+        prefix = f"{self.key}/" if self.key else ""
+        with self._bodies.lock:
+            known = dict(self._bodies.known)
+        return {
+            k[len(prefix) :]: v for k, v in known.items() if v is not None and k.startswith(prefix)
+        }
 
     def is_file(self) -> bool:
         """Whether the server has a body at this key (fetched and kept); errors count as no."""

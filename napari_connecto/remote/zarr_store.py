@@ -18,7 +18,7 @@ from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByt
 from napari_connecto.errors import ReadOnlyError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Iterable, Mapping
 
     from zarr.abc.store import ByteRequest
     from zarr.core.buffer import Buffer, BufferPrototype
@@ -42,6 +42,8 @@ class HttpZarrStore(Store):
     ----------
     store : HttpStore
         Keys below the zarr hierarchy's root (or an array's directory).
+    known : mapping, optional
+        Bodies already fetched (the metadata just validated), served without a request.
     """
 
     supports_writes = False
@@ -49,9 +51,10 @@ class HttpZarrStore(Store):
     supports_listing = False
     supports_partial_writes = False
 
-    def __init__(self, store: HttpStore) -> None:
+    def __init__(self, store: HttpStore, known: Mapping[str, bytes] | None = None) -> None:
         super().__init__(read_only=True)
         self._http = store
+        self._known = dict(known or {})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, HttpZarrStore) and other._http.url == self._http.url
@@ -63,6 +66,8 @@ class HttpZarrStore(Store):
         return f"HttpZarrStore({self._http!r})"
 
     def _fetch(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        if byte_range is None and key in self._known:
+            return self._known[key]
         url = self._http.key_url(key)
         client = self._http.client
         if byte_range is None:
