@@ -384,7 +384,7 @@ class PrecomputedBackend(VolumeBackend):
     @classmethod
     def contents(cls, source: Source) -> list[Entry]:
         """One entry, or one per channel (inner path ``c{N}``) for multi-channel volumes."""
-        info = _read_info(cls._local_root(source))
+        info = _read_info(cls._dataset_root(source))
         if info.num_channels == 1 or source.inner:
             _channel(source, info.num_channels)
             return [Entry(source, info.kind, source.name)]
@@ -394,7 +394,7 @@ class PrecomputedBackend(VolumeBackend):
         ]
 
     @classmethod
-    def _local_root(cls, source: Source) -> Path:
+    def _dataset_root(cls, source: Source) -> Path:
         """The dataset directory (a ``UrlPath`` if remote); typed errors otherwise."""
         if source.is_remote:
             from napari_connecto.remote.path import UrlPath
@@ -425,7 +425,7 @@ class PrecomputedBackend(VolumeBackend):
         ReadOnlyError
             If ``mode="r+"`` and the finest scale cannot be written.
         """
-        info = _read_info(cls._local_root(source))
+        info = _read_info(cls._dataset_root(source))
         channel = _channel(source, info.num_channels)
         if source.is_remote:
             return cls._open_remote(source, info, channel, mode)
