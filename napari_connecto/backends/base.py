@@ -9,6 +9,7 @@ scheduling, nm indexing and processors live above it, in :mod:`napari_connecto.v
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -117,6 +118,39 @@ class VolumeBackend(ABC):
     def write(self, scale: int, start: Index3, data: np.ndarray) -> None:
         """Store ``data`` at ``start`` of one scale (only where :attr:`writable`)."""
         raise ReadOnlyError(f"{self.name} volume {self.source} cannot be written")
+
+    def write_batch(self, writes: Sequence[tuple[int, Index3, np.ndarray]]) -> None:
+        """Store many blocks as one unit, in order.
+
+        The default calls :meth:`write` once per block. That makes each block
+        as safe as the format's :meth:`write` (zarr, N5 and precomputed replace
+        whole chunk files atomically through tensorstore), but not the batch:
+        a process killed half-way leaves the first blocks written and the rest
+        not. Backends that can do better (HDF5: one copy-on-write of the file)
+        override it.
+
+        Parameters
+        ----------
+        writes : sequence of (int, Index3, numpy.ndarray)
+            ``(scale, start, data)`` per block: z, y, x start indices of that
+            scale and a block already in the scale's dtype, inside its bounds.
+
+        Raises
+        ------
+        ReadOnlyError
+            If the volume cannot be written.
+        ChunkError
+            If storing a block fails.
+        """
+        for scale, start, data in writes:
+            self.write(scale, start, data)
+
+    def refresh(self) -> None:  # noqa: B027 - optional hook
+        """Re-open file handles so reads see data another process or a replaced file wrote.
+
+        The default does nothing: formats read through per-chunk files
+        (zarr, N5, precomputed) see new chunk files without it.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles."""

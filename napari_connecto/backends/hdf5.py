@@ -17,6 +17,11 @@ goes through one lock per file path and :attr:`HDF5Backend.max_concurrency` is
 memory budget. External links are never followed. Malformed files can still
 crash or hang the HDF5 library itself (h5py #2569); that cannot be caught here.
 
+Writes are copy-on-write (:mod:`._hdf5_write`): a batch of blocks goes into a
+temporary copy of the file, which is fsynced and renamed over the original, so a
+killed writer never leaves a damaged file. The backend's own handle is always
+read-only.
+
 CREMI synapse annotations are read by :mod:`napari_connecto.backends.cremi`.
 """
 
@@ -26,13 +31,25 @@ import itertools
 import logging
 import os
 import re
-import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import h5py
 import numpy as np
 
+from napari_connecto.backends._hdf5_write import (
+    BlockWrite,
+    bump_generation,
+    check_writable,
+    commit_blocks,
+    file_lock,
+    generation,
+    has_hdf5_signature,
+    open_file,
+    remove_stale_temp_files,
+    reopen,
+)
 from napari_connecto.backends._meta import (
     check_chunk,
     check_dtype,
@@ -64,6 +81,8 @@ from napari_connecto.geometry import Vec3
 from napari_connecto.volume.scale import Scale
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from napari_connecto.backends.base import Kind
     from napari_connecto.source import Source
     from napari_connecto.volume.scale import Index3
@@ -72,11 +91,6 @@ __all__ = ["HDF5Backend", "has_hdf5_signature"]
 
 logger = logging.getLogger(__name__)
 
-SIGNATURE = b"\x89HDF\r\n\x1a\n"
-"""The eight bytes every HDF5 superblock starts with."""
-_SIGNATURE_OFFSETS = (0, *(2**k for k in range(9, 17)))
-CACHE_BYTES = 2**20
-"""HDF5 raw-data chunk cache per open file (bytes): small, the project caches chunks itself."""
 DEFAULT_PLANE = 512
 """Contiguous datasets are read in ``(1, 512, 512)`` blocks (their rows are contiguous)."""
 MAX_WALK_OBJECTS = 10_000
@@ -85,64 +99,6 @@ MAX_WALK_DEPTH = 8
 """Deepest group nesting inspected when listing a file's volumes."""
 _LEVEL_NAME = re.compile(r"^(s?)(\d+)$")
 _READ_ERRORS = (OSError, ValueError, RuntimeError, TypeError, KeyError)
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def has_hdf5_signature(path: str) -> bool:
-    """Whether the local file ``path`` holds the HDF5 signature at 0 or after a userblock.
-
-    HDF5 looks for its superblock at 0, 512, 1024, 2048, ... bytes; offsets up
-    to 64 KiB are checked (eight bytes each), never raising.
-    """
-    try:
-        with open(path, "rb") as fh:
-            for offset in _SIGNATURE_OFFSETS:
-                fh.seek(offset)
-                if fh.read(len(SIGNATURE)) == SIGNATURE:
-                    return True
-    except (OSError, ValueError):
-        return False
-    return False
-
-
-def file_lock(location: str) -> threading.Lock:
-    """The one lock guarding every h5py call on the file at ``location``."""
-    key = os.path.realpath(location)
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())
-
-
-def open_file(source: Source, mode: Literal["r", "r+"] = "r") -> h5py.File:
-    """Open the HDF5 file of ``source`` (call with its :func:`file_lock` held).
-
-    Raises
-    ------
-    SourceNotFoundError
-        If the file does not exist.
-    MetadataError
-        If it is remote, a directory, not HDF5, truncated or otherwise unreadable.
-    ReadOnlyError
-        If ``mode="r+"`` and the file cannot be opened for writing.
-    """
-    where = source.location
-    if source.is_remote:
-        raise MetadataError(where, "", "HDF5 files can only be opened from local disk")
-    path = source.path
-    if not path.exists():
-        raise SourceNotFoundError(where)
-    if not path.is_file():
-        raise MetadataError(where, "", "is a directory or special file, expected an HDF5 file")
-    if not has_hdf5_signature(where):
-        raise MetadataError(where, "", "not an HDF5 file (no HDF5 signature)")
-    try:
-        return h5py.File(where, mode, rdcc_nbytes=CACHE_BYTES)
-    except OSError as exc:
-        message = str(exc)
-        if mode == "r+" and ("already open" in message or isinstance(exc, PermissionError)):
-            raise ReadOnlyError(f"cannot open {where} for writing: {message}") from exc
-        raise MetadataError(where, "", f"not a readable HDF5 file ({message})") from exc
 
 
 def resolve(h5: h5py.File, inner: str, source: Source) -> h5py.Group | h5py.Dataset:
@@ -378,9 +334,10 @@ def json_attrs(obj: h5py.HLObject) -> dict[str, Any]:
 class HDF5Backend(VolumeBackend):
     """One volume in an HDF5 file (a dataset or a multiscale group), CREMI files included.
 
-    Writes (``mode="r+"``) go straight into the file through h5py and are
-    flushed, but are not atomic: a process killed mid-write can leave a damaged
-    file. Safe (journaled) write paths are future work.
+    Writes (``mode="r+"``) are copy-on-write: each :meth:`write_batch` copies
+    the file, writes the blocks into the copy, fsyncs it and renames it over the
+    original, so a killed writer leaves the old or the new file, never a mix.
+    The backend's own handle is read-only and is re-opened after each commit.
     """
 
     name: ClassVar[str] = "hdf5"
@@ -402,8 +359,11 @@ class HDF5Backend(VolumeBackend):
         self.kind = kind_for(source.inner, scales[0].dtype)
         self._file: h5py.File | None = h5
         self._datasets = datasets
+        self._names = [ds.name for ds in datasets]
         self._planar = [ds.ndim == 2 for ds in datasets]
         self._lock = file_lock(source.location)
+        self._path = os.path.realpath(source.location)
+        self._generation = generation(self._path)
         fill = datasets[0].fillvalue
         self.fill_value = fill.item() if isinstance(fill, np.generic) else fill
         base = source.inner.rsplit("/", 1)[-1]
@@ -439,8 +399,11 @@ class HDF5Backend(VolumeBackend):
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
         with file_lock(source.location):
-            h5 = open_file(source, mode)
+            h5 = open_file(source)
             try:
+                if mode == "r+":
+                    check_writable(source)
+                    remove_stale_temp_files(os.path.realpath(source.location))
                 inner = cls._target(source, h5)
                 where = f"{source.location}#{inner}"
                 obj = h5[inner] if inner else h5
@@ -547,6 +510,8 @@ class HDF5Backend(VolumeBackend):
         with self._lock:
             if self._file is None:
                 raise ChunkError(str(self.source), scale, self._region(start, stop), "closed")
+            if self._generation != generation(self._path):
+                self._reopen(scale, self._region(start, stop))
             try:
                 self._datasets[scale].read_direct(dest, source_sel=sel)
             except _READ_ERRORS as exc:
@@ -556,41 +521,82 @@ class HDF5Backend(VolumeBackend):
         return out
 
     def write(self, scale: int, start: Index3, data: np.ndarray) -> None:
-        """Write ``data`` at ``start`` in place and flush the file (not atomic).
+        """Write one block: :meth:`write_batch` with a single block."""
+        self.write_batch([(scale, start, data)])
+
+    def write_batch(self, writes: Sequence[tuple[int, Index3, np.ndarray]]) -> None:
+        """Write blocks by copy-on-write of the whole file: all of them, or none.
+
+        The file is copied next to itself, the blocks written into the copy,
+        which is fsynced and renamed over the original; then this backend's
+        handle is re-opened on the new file.
 
         Raises
         ------
         ReadOnlyError
             If the volume was opened read-only.
         ChunkError
-            If HDF5 refuses the write or the file is closed.
+            If a block does not fit its scale, the file is closed, or the
+            commit fails (the original file is then untouched).
         """
         if not self.writable:
             raise ReadOnlyError(f"{self.source} was opened read-only; open it with mode='r+'")
-        block = np.ascontiguousarray(data, dtype=self.scales[scale].dtype)
-        stop = tuple(a + n for a, n in zip(start, block.shape, strict=True))
-        region = self._region(start, stop)  # type: ignore[arg-type]
-        src = block[0] if self._planar[scale] else block
+        blocks = [self._block(scale, start, data) for scale, start, data in writes]
+        if not blocks:
+            return
         with self._lock:
             if self._file is None:
-                raise ChunkError(str(self.source), scale, region, "closed")
-            try:
-                self._datasets[scale].write_direct(
-                    src,
-                    dest_sel=self._selection(scale, start, stop),  # type: ignore[arg-type]
-                )
-                self._file.flush()
-            except _READ_ERRORS as exc:
-                raise ChunkError(
-                    str(self.source), scale, region, f"HDF5 write failed: {exc}"
-                ) from exc
+                raise ChunkError(str(self.source), blocks[0].scale, blocks[0].region, "closed")
+            commit_blocks(Path(self._path), blocks, where=str(self.source))
+            bump_generation(self._path)
+            self._reopen(blocks[0].scale, blocks[0].region)
+
+    def _block(self, scale: int, start: Index3, data: np.ndarray) -> BlockWrite:
+        """One write checked against its scale, in the dataset's rank and dtype."""
+        if not 0 <= scale < len(self.scales) or len(start) != 3 or np.ndim(data) != 3:
+            raise ChunkError(str(self.source), scale, str(start), "not a z, y, x block of a scale")
+        sc = self.scales[scale]
+        block = np.ascontiguousarray(data, dtype=sc.dtype)
+        stop = tuple(a + n for a, n in zip(start, block.shape, strict=True))
+        region = self._region(start, stop)  # type: ignore[arg-type]
+        if min(start) < 0 or any(b > n for b, n in zip(stop, sc.shape, strict=True)):
+            raise ChunkError(str(self.source), scale, region, f"does not fit in {sc.shape}")
+        return BlockWrite(
+            dataset=self._names[scale],
+            selection=self._selection(scale, start, stop),  # type: ignore[arg-type]
+            data=block[0] if self._planar[scale] else block,
+            scale=scale,
+            region=region,
+        )
+
+    def refresh(self) -> None:
+        """Re-open the file (read-only) so reads see a file another process replaced.
+
+        Raises
+        ------
+        ChunkError
+            If the file cannot be re-opened or no longer holds this volume with
+            the same shape and dtype; the backend is then closed.
+        """
+        with self._lock:
+            if self._file is not None:
+                self._reopen(0, "refresh")
+
+    def _reopen(self, scale: int, region: str) -> None:
+        """Swap the handle for one on the file now at the path; closed if that fails (lock held)."""
+        self._close_handle()
+        self._file, self._datasets = reopen(self.source, self._names, self.scales, scale, region)
+        self._generation = generation(self._path)
+
+    def _close_handle(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def close(self) -> None:
         """Close the HDF5 file; later reads raise :class:`ChunkError`."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._close_handle()
 
     def describe(self) -> dict[str, Any]:
         """Compression, chunking and file attributes (``file_format`` for CREMI), as JSON."""
@@ -615,7 +621,7 @@ class HDF5Backend(VolumeBackend):
                 "file_attrs": json_attrs(self._file),
                 "cremi": is_cremi(self._file),
                 "datasets": datasets,
-                "writes": "in place through h5py, flushed; not atomic",
+                "writes": "copy-on-write: temp copy, fsync, rename",
             }
         return {"hdf5": info, "background_label": self.background_label}
 

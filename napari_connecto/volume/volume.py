@@ -229,8 +229,57 @@ class Volume:
         RegionError
             If the block does not fit inside the volume.
         """
+        self._check_writable()
+        start, block = self._prepare_write(scale, at, data)
+        self._backend.write(scale, start, block)
+
+    def write_batch(self, writes: Sequence[tuple[int, Sequence[int], np.ndarray]]) -> None:
+        """Write many blocks, possibly at several scales, as one unit.
+
+        Every block is checked and passed through the write processors before
+        anything is stored, so a bad block stores nothing; then the backend
+        stores them with one :meth:`VolumeBackend.write_batch` call (atomic as
+        a whole for HDF5; per chunk file for zarr, N5 and precomputed).
+
+        Parameters
+        ----------
+        writes : sequence of (int, sequence of int, numpy.ndarray)
+            ``(scale, start, data)`` per block: the scale index, the z, y, x
+            index of the block's first voxel at that scale, and a z, y, x block.
+
+        Raises
+        ------
+        ReadOnlyError
+            If the volume was opened read-only or the format cannot be written.
+        RegionError
+            If a scale does not exist or a block does not fit inside its scale.
+        ChunkError
+            If the backend fails to store the batch.
+        """
+        self._check_writable()
+        prepared = []
+        for scale, at, data in writes:
+            start, block = self._prepare_write(scale, at, data)
+            prepared.append((scale, start, block))
+        if prepared:
+            self._backend.write_batch(prepared)
+
+    def refresh(self) -> None:
+        """Re-open the backend's file handles so reads see data written by others.
+
+        Needed after another process (or another handle) replaced or rewrote
+        the stored files, e.g. an HDF5 file rewritten by copy-on-write.
+        """
+        self._backend.refresh()
+
+    def _check_writable(self) -> None:
         if not self.writable:
             raise ReadOnlyError(f"{self.source} was opened read-only; open it with mode='r+'")
+
+    def _prepare_write(
+        self, scale: int, at: Sequence[int], data: np.ndarray
+    ) -> tuple[Index3, np.ndarray]:
+        """Check that a block fits one scale; apply write processors and cast to its dtype."""
         self._check_scale(scale)
         sc = self.scales[scale]
         data = np.asarray(data)
@@ -242,7 +291,7 @@ class Volume:
             raise RegionError(f"block {start}..{stop} does not fit in {sc.shape}")
         for proc in self.write_processors:
             data = proc(data)
-        self._backend.write(scale, start, data.astype(sc.dtype, copy=False))  # type: ignore[arg-type]
+        return start, data.astype(sc.dtype, copy=False)  # type: ignore[return-value]
 
     def close(self) -> None:
         """Release the backend's file handles."""
