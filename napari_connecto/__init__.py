@@ -26,6 +26,7 @@ __all__ = [
     "Entry",
     "NormalizeIntensity",
     "PointSet",
+    "Proofreader",
     "RemapIds",
     "Scale",
     "Source",
@@ -68,11 +69,15 @@ def view(*sources: Any, at: Any = None, viewer: napari.Viewer | None = None) -> 
 
 
 def __getattr__(name: str) -> Any:
-    """Load the annotation store (SQLAlchemy, pandas) only when it is asked for."""
+    """Load the annotation store and proofreading (SQLAlchemy, pandas) only when asked for."""
     if name == "AnnotationStore":
         from napari_connecto.annotations.store import AnnotationStore
 
         return AnnotationStore
+    if name == "Proofreader":
+        from napari_connecto.proofreading.proofreader import Proofreader
+
+        return Proofreader
     if name == "read_annotations":
         from napari_connecto.annotations.importers import read_annotations
 

@@ -12,6 +12,8 @@ __all__ = [
     "AmbiguousSourceError",
     "AnnotationError",
     "ConflictError",
+    "EditConflictError",
+    "EditError",
     "ImportFormatError",
     "SchemaVersionError",
     "StoreLockedError",
@@ -246,3 +248,24 @@ class StoreLockedError(AnnotationError, TimeoutError):
 
 class SchemaVersionError(AnnotationError, RuntimeError):
     """A database written by a newer napari-connecto, or not an annotation store at all."""
+
+
+class EditConflictError(AnnotationError, RuntimeError):
+    """An edit or undo that would overwrite someone else's newer edit; nothing was changed.
+
+    Parameters
+    ----------
+    problem : str
+        What collided.
+    edits : sequence of int
+        Journal numbers of the newer edits in the way.
+    """
+
+    def __init__(self, problem: str, edits: Sequence[int] = ()) -> None:
+        self.problem = problem
+        self.edits = tuple(int(e) for e in edits)
+        super().__init__(problem)
+
+
+class EditError(AnnotationError, ValueError):
+    """An edit that cannot be made as asked (unknown segment, empty split, ...)."""

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -24,7 +25,11 @@ from napari_connecto.errors import SchemaVersionError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "assignments",
     "bookmarks",
+    "edit_keys",
+    "edit_voxels",
+    "edits",
     "ensure_schema",
     "indexes_of",
     "meta",
@@ -33,7 +38,7 @@ __all__ = [
     "synapses",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the tables below; stored in ``connecto_meta`` under ``schema_version``."""
 
 metadata = MetaData()
@@ -131,7 +136,72 @@ bookmarks = Table(
     Column("created", Float, nullable=False),
 )
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+# -- proofreading (schema version 2) ----------------------------------------------------
+# The edit journal: one row per edit, undo or redo, committed before the edit is applied
+# anywhere else. ``writeback`` says whether voxels still have to reach the volume.
+edits = Table(
+    "edits",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("volume", Text, nullable=False, server_default=""),
+    Column("kind", String(32), nullable=False),
+    Column("ref", Integer),  # the edit an undo/redo acts on
+    Column("state", String(16), nullable=False),  # applied | undone | discarded | marker
+    Column("writeback", String(16), nullable=False),  # none | pending | done | failed
+    Column("error", Text, nullable=False, server_default=""),
+    Column("author", Text, nullable=False, server_default=""),
+    Column("session", String(64), nullable=False, server_default=""),
+    Column("request", String(64), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("payload", Text, nullable=False, server_default="{}"),
+    Index("ix_edits_author_state", "author", "state", "seq"),
+    Index("ix_edits_writeback", "writeback", "seq"),
+)
+
+# What each edit touched ("seg:<volume>:<id>", "syn:<id>"): conflicts are found here.
+edit_keys = Table(
+    "edit_keys",
+    metadata,
+    Column("seq", Integer, nullable=False),
+    Column("key", Text, nullable=False),
+    Index("ix_edit_keys_key", "key", "seq"),
+    Index("ix_edit_keys_seq", "seq"),
+)
+
+# Voxels a paint edit changed: the box it covers, before and after (zlib, little-endian).
+edit_voxels = Table(
+    "edit_voxels",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("scale", Integer, nullable=False, server_default="0"),
+    *(Column(f"start_{a}", BigInteger, nullable=False) for a in "zyx"),
+    *(Column(f"size_{a}", Integer, nullable=False) for a in "zyx"),
+    Column("dtype", String(16), nullable=False),
+    Column("before", LargeBinary, nullable=False),
+    Column("after", LargeBinary, nullable=False),
+)
+
+# Fragment -> segment (the agglomeration). A fragment without a row is its own segment.
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("volume", Text, primary_key=True),
+    Column("fragment", BigInteger, primary_key=True, autoincrement=False),
+    Column("segment", BigInteger, nullable=False),
+    Index("ix_assignments_segment", "volume", "segment"),
+)
+
+_PROOFREADING = (edits, edit_keys, edit_voxels, assignments)
+
+
+def _add_proofreading(conn: Connection) -> None:
+    """Version 1 -> 2: the edit journal and the fragment -> segment assignments."""
+    for table in _PROOFREADING:
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_proofreading}
 """``MIGRATIONS[v](conn)`` upgrades a version-``v`` store to ``v + 1``."""
 
 

@@ -131,6 +131,17 @@ class AnnotationStore:
 
         return retry_locked(attempt, where=self.where)
 
+    def run_write(self, action: Callable[[Connection], T]) -> T:
+        """Run ``action(connection)`` in one write transaction, retried while locked.
+
+        For modules that keep their own tables in the store (the edit journal).
+        """
+        return self._write(action)
+
+    def run_read(self, action: Callable[[Connection], T]) -> T:
+        """Run a read-only ``action(connection)`` outside a write transaction."""
+        return self._read(action)
+
     # -- import -----------------------------------------------------------------------
     def import_batch(self, batch: ImportBatch) -> ImportSummary:
         """Import neurons and synapses, all or nothing (see :mod:`.merge` for the rules).

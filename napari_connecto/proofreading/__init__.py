@@ -1,0 +1,1 @@
+"""Proofreading: the edit journal, painting, merge and split, synapse edits, undo and redo."""

@@ -1,0 +1,451 @@
+"""The proofreading API: every edit the GUI makes, for scripts and notebooks too.
+
+>>> pr = Proofreader("annotations.db", "seg.zarr")          # doctest: +SKIP
+>>> pr.merge(17, 42)                                        # doctest: +SKIP
+>>> pr.undo(); pr.redo(); pr.commit()                       # doctest: +SKIP
+
+Each edit is committed to the journal first (that is the moment it is acknowledged),
+then applied: store rows in the same transaction, voxels by the write-back thread.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_connecto import _killpoints
+from napari_connecto.annotations.ids import to_db, to_db_one
+from napari_connecto.annotations.store import AnnotationStore
+from napari_connecto.errors import EditConflictError, EditError, ReadOnlyError
+from napari_connecto.opening import open_volume
+from napari_connecto.proofreading import assignments, watershed
+from napari_connecto.proofreading.ids import allocate_ids, next_id, volume_max_id
+from napari_connecto.proofreading.journal import Journal, JournalEntry
+from napari_connecto.proofreading.paint import VoxelFrame, paint_record
+from napari_connecto.proofreading.patches import VoxelPatch
+from napari_connecto.proofreading.synapse_api import SynapseEditing
+from napari_connecto.proofreading.voxels import current_voxels
+from napari_connecto.proofreading.writeback import Region, WriteBack
+from napari_connecto.volume.processors import RemapIds
+
+if TYPE_CHECKING:
+    import os
+
+    import pandas as pd
+    from sqlalchemy import Connection
+
+    from napari_connecto.source import SourceLike
+    from napari_connecto.volume.volume import Volume
+
+__all__ = ["Proofreader"]
+
+logger = logging.getLogger(__name__)
+
+Point = Sequence[float]
+
+
+class Proofreader(SynapseEditing):
+    """Edits of one segmentation and its annotation store, journaled, with undo and redo.
+
+    Parameters
+    ----------
+    store : AnnotationStore, str or os.PathLike
+        The annotation store (a SQLite path or ``postgresql://`` URL).
+    volume : Volume or SourceLike, optional
+        The segmentation (opened ``r+`` when given as a path). Without one, only
+        synapse edits are possible.
+    author : str, optional
+        Whose undo history this is (default: the login name).
+    background : bool
+        Write voxels back on a worker thread (default) or before each call returns.
+    auto_sync : bool
+        Take in other sessions' edits before each edit (scripts). The viewer syncs on a
+        timer instead, so an edit made on a stale view is reported as a conflict.
+    """
+
+    def __init__(
+        self,
+        store: AnnotationStore | str | os.PathLike[str],
+        volume: Volume | SourceLike | None = None,
+        *,
+        author: str | None = None,
+        background: bool = True,
+        auto_sync: bool = True,
+    ) -> None:
+        self._own_store = not isinstance(store, AnnotationStore)
+        self.store = AnnotationStore.open(store) if self._own_store else store  # type: ignore[arg-type]
+        if volume is not None and not hasattr(volume, "read_voxels"):
+            volume = open_volume(volume, mode="r+")  # type: ignore[arg-type]
+        self.volume: Volume | None = volume  # type: ignore[assignment]
+        self.key = str(volume.source) if volume is not None else ""
+        self.journal = Journal(self.store, author or _login())
+        self.auto_sync = auto_sync
+        self.seen = self.journal.high_water()
+        self._mapping: RemapIds | None = None
+        self._listeners: list[Callable[[list[JournalEntry]], None]] = []
+        self._written: list[Callable[[list[Region]], None]] = []
+        self._writeback = (
+            WriteBack(self.journal, volume, self.key, self._on_written)  # type: ignore[arg-type]
+            if volume is not None
+            else None
+        )
+        self._background = background
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        if self._writeback is not None and background:
+            self._thread = threading.Thread(
+                target=self._write_loop, name="connecto-writeback", daemon=True
+            )
+            self._thread.start()
+            self._wake.set()  # replay what a previous run left pending
+        elif self._writeback is not None:
+            self._writeback.run_pending()
+
+    # -- life cycle ---------------------------------------------------------------------
+    @property
+    def author(self) -> str:
+        """Whose history undo and redo walk."""
+        return self.journal.author
+
+    def close(self) -> None:
+        """Finish pending write-backs (up to 30 s), stop the worker, close what was opened."""
+        self.commit(timeout=30.0)
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self._own_store:
+            self.store.close()
+
+    def __enter__(self) -> Proofreader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on_change(self, callback: Callable[[list[JournalEntry]], None]) -> None:
+        """Call ``callback(entries)`` after own edits and after :meth:`sync` found others'."""
+        self._listeners.append(callback)
+
+    def on_written(self, callback: Callable[[list[Region]], None]) -> None:
+        """Call ``callback(regions)`` (on the write-back thread) after voxels were written."""
+        self._written.append(callback)
+
+    def _on_written(self, regions: list[Region]) -> None:
+        for callback in list(self._written):
+            callback(regions)
+
+    def _write_loop(self) -> None:
+        assert self._writeback is not None
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            self._idle.clear()
+            try:
+                self._writeback.run_pending()
+            except Exception:  # the worker must survive to retry later
+                logger.exception("write-back stopped; it is retried on the next edit")
+            if not self._wake.is_set():
+                self._idle.set()
+
+    def _kick(self) -> None:
+        if self._writeback is None:
+            return
+        _killpoints.reach("between-store-and-volume")
+        if self._background:
+            self._idle.clear()
+            self._wake.set()
+        else:
+            self._writeback.run_pending()
+
+    def commit(self, timeout: float | None = None) -> bool:
+        """Wait until every pending voxel edit of this volume is written; ``False`` on timeout."""
+        if self._writeback is None:
+            return True
+        if not self._background:
+            self._writeback.run_pending()
+            return not self.journal.pending(self.key)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.journal.pending(self.key):
+            self._kick()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._idle.wait(0.05 if left is None else min(0.05, left))
+        return True
+
+    def pending(self) -> int:
+        """Voxel edits of this volume not yet written back."""
+        return len(self.journal.pending(self.key)) if self._writeback is not None else 0
+
+    # -- sync ---------------------------------------------------------------------------
+    def sync(self) -> list[JournalEntry]:
+        """Take in edits other sessions committed since the last sync; return them."""
+        entries = self.journal.entries_since(self.seen)
+        if entries:
+            self.seen = entries[-1].seq
+        foreign = [e for e in entries if e.session != self.journal.session]
+        if any(e.volume == self.key and e.kind != "paint" for e in foreign):
+            self._mapping = None
+        if foreign:
+            self._notify(foreign)
+        return foreign
+
+    def _notify(self, entries: list[JournalEntry]) -> None:
+        for callback in list(self._listeners):
+            callback(entries)
+
+    def _commit(
+        self, build: Callable[[Connection], Any], *, voxels: bool = False, synced: bool = False
+    ) -> int:
+        if self.auto_sync and not synced:
+            self.sync()
+        seq = self.journal.commit(build, seen=self.seen)
+        _killpoints.reach("after-journal-commit")
+        self._after_edit(seq, voxels)
+        return seq
+
+    def _after_edit(self, seq: int, voxels: bool) -> None:
+        entry = self.journal.entry(seq)
+        if entry.volume == self.key and entry.kind not in ("paint",):
+            self._mapping = None
+        if voxels or entry.writeback == "pending":
+            self._kick()
+        self._notify([entry])
+
+    # -- segments -----------------------------------------------------------------------
+    def _need_volume(self) -> Volume:
+        if self.volume is None:
+            raise EditError("this proofreader has no segmentation volume")
+        return self.volume
+
+    def mapping(self) -> RemapIds:
+        """Fragment -> segment lookup table of the volume (cached until an edit changes it)."""
+        if self._mapping is None:
+            self._mapping = assignments.load_mapping(self.store, self.key)
+        return self._mapping
+
+    def frame(self) -> VoxelFrame:
+        """The finest scale's voxel -> nm mapping."""
+        sc = self._need_volume().scales[0]
+        return VoxelFrame(sc.resolution.as_tuple(), sc.origin_nm.as_tuple())
+
+    def fragment_at(self, positions_nm: np.ndarray | Point) -> np.ndarray:
+        """Fragment ids (uint64) stored at ``(N, 3)`` nm positions (blocking reads)."""
+        volume = self._need_volume()
+        pos = np.asarray(positions_nm, dtype=np.float64).reshape(-1, 3)
+        voxels = self.frame().to_voxels(pos)
+        out = np.zeros(len(pos), dtype=np.uint64)
+        shape = np.asarray(volume.scales[0].shape)
+        for i, v in enumerate(voxels):
+            if np.all((v >= 0) & (v < shape)):
+                block = volume.read_voxels(0, tuple(v), tuple(v + 1))
+                out[i] = np.uint64(block.reshape(-1)[0])
+        return out
+
+    def segment_at(self, positions_nm: np.ndarray | Point) -> np.ndarray:
+        """Segment ids (uint64) shown at ``(N, 3)`` nm positions."""
+        return self.mapping()(self.fragment_at(positions_nm))
+
+    def fragments_of(self, segment: int) -> np.ndarray:
+        """Fragment ids (uint64) of a segment."""
+        frags = self.store.run_read(
+            lambda c: assignments.fragments_of(c, self.key, to_db_one(segment))
+        )
+        return np.asarray(frags, dtype=np.int64).view(np.uint64)
+
+    def new_id(self, count: int = 1) -> int:
+        """A segment id never used before (the first of ``count`` consecutive ones)."""
+        volume = self._need_volume()
+        floor = 0
+        if next_id(self.journal, self.key) is None:
+            floor = volume_max_id(volume)
+        return allocate_ids(self.journal, self.key, count, floor=floor)[0]
+
+    def _new_ids(self, count: int) -> list[int]:
+        first = self.new_id(count)
+        return list(range(first, first + count))
+
+    def merge(self, keep: int, absorb: int) -> int:
+        """Merge segment ``absorb`` into ``keep``; return the journal seq."""
+        self._need_volume()
+        k, a = to_db_one(keep), to_db_one(absorb)
+        return self._commit(lambda c: assignments.merge_record(c, self.key, k, a, time.time()))
+
+    def cleave(self, segment: int, fragments: Sequence[int]) -> tuple[int, int]:
+        """Move ``fragments`` of ``segment`` to a new segment; return ``(seq, new id)``."""
+        self._need_volume()
+        self.commit()  # synapse sites are looked up in the voxels earlier edits wrote
+        new = self.new_id()
+        frags = [int(f) for f in to_db(np.asarray(fragments, dtype=np.uint64))]
+        seg = to_db_one(segment)
+        seq = self._commit(
+            lambda c: assignments.cleave_record(
+                c,
+                self.key,
+                seg,
+                frags,
+                to_db_one(new),
+                fragment_at=self.fragment_at,
+                now=time.time(),
+            )
+        )
+        return seq, new
+
+    # -- voxels -------------------------------------------------------------------------
+    def paint_patch(self, patch: VoxelPatch, label: str = "paint") -> int:
+        """Commit a voxel patch (fragment ids as stored); return the journal seq.
+
+        Raises
+        ------
+        EditConflictError
+            The voxels the patch changes no longer hold its *before* values.
+        EditError
+            A patch outside the volume or not at scale 0.
+        """
+        volume = self._need_volume()
+        if not volume.writable:
+            raise ReadOnlyError(f"{volume.source} cannot be written; open it with mode='r+'")
+        if patch.scale != 0:
+            raise EditError(f"paint patches are at full resolution (scale 0), not {patch.scale}")
+        sc = volume.scales[patch.scale]
+        if any(a < 0 for a in patch.start) or any(
+            b > n for b, n in zip(patch.stop, sc.shape, strict=True)
+        ):
+            raise EditError(f"patch {patch.start}..{patch.stop} leaves the volume {sc.shape}")
+        frame = self.frame()
+        if self.auto_sync:
+            self.sync()  # before the read: an edit committed after it is a conflict
+        stored = current_voxels(self.journal, volume, self.key, patch.start, patch.stop)
+        stale = int(np.count_nonzero(stored[patch.mask] != patch.before[patch.mask]))
+        if stale:
+            raise EditConflictError(
+                f"{label}: {stale} of the {patch.changed_voxels} voxels it changes were "
+                "changed since it was drawn; nothing was changed"
+            )
+        return self._commit(
+            lambda c: paint_record(c, self.key, patch, frame, now=time.time(), label=label),
+            voxels=True,
+            synced=True,
+        )
+
+    def paint(
+        self, start: Sequence[int], mask: np.ndarray, label: int, *, what: str = "paint"
+    ) -> int | None:
+        """Set voxels under ``mask`` (a z, y, x bool block at voxel ``start``) to ``label``.
+
+        Returns the journal seq, or ``None`` when nothing changes.
+        """
+        volume = self._need_volume()
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 3:
+            raise EditError("a paint mask is a z, y, x block")
+        begin = tuple(int(v) for v in start)
+        stop = tuple(a + n for a, n in zip(begin, mask.shape, strict=True))
+        self.commit()  # the voxels "before" are what earlier edits wrote
+        before = volume.read_voxels(0, begin, stop)
+        after = before.copy()
+        after[mask] = np.asarray(label).astype(before.dtype)
+        patch = VoxelPatch.from_change(begin, before, after)  # type: ignore[arg-type]
+        return None if patch is None else self.paint_patch(patch, what)
+
+    def split(
+        self,
+        segment: int,
+        seeds: Mapping[int, Sequence[Point]],
+        *,
+        image: Volume | None = None,
+        region: tuple[Point, Point] | None = None,
+    ) -> tuple[int, list[int]]:
+        """Split a segment by a seeded watershed; return ``(seq, new ids)``.
+
+        The segment's voxels in ``region`` are flooded from the seed groups (see
+        :func:`~napari_connecto.proofreading.watershed.seeded_split`). Group 1 keeps
+        its fragment ids (and so the segment); every further group's voxels are
+        painted with a new id, in the order of the group numbers, as *one* paint edit
+        (synapse sites on them follow). Voxels no seed reaches keep their ids.
+
+        Parameters
+        ----------
+        segment : int
+            The segment to split, as shown.
+        seeds : mapping of int to sequence of positions
+            Group (``1``, ``2``, ...) -> z, y, x seed positions in nm, each on the
+            segment. Group 1 and at least one more are needed.
+        image : Volume, optional
+            Grey values (e.g. the EM) at the segmentation's finest resolution: the
+            cut then follows membranes (their Sobel gradient); without one it follows
+            the segment's narrowest parts.
+        region : (start, stop), optional
+            The z, y, x box in nm to split in. Default: the seeds' box grown by
+            :data:`~napari_connecto.proofreading.watershed.REGION_PAD_NM` (1 um) in
+            y and x, not in z (seeds in one plane split that plane in 2D).
+
+        Returns
+        -------
+        (int, list of int)
+            The journal seq and the new id of each group after group 1.
+
+        Raises
+        ------
+        EditError
+            Fewer than two groups, no group 1, a seed off the segment or outside the
+            region, or a split that changes no voxel.
+        """
+        volume = self._need_volume()
+        self.commit()  # split the voxels earlier edits wrote
+        patch, ids = watershed.split_patch(
+            volume,
+            self.mapping(),
+            self.frame(),
+            int(segment),
+            seeds,
+            new_ids=self._new_ids,
+            image=image,
+            region=region,
+        )
+        return self.paint_patch(patch, f"split {int(segment)}"), ids
+
+    def erase(self, start: Sequence[int], mask: np.ndarray) -> int | None:
+        """Set voxels under ``mask`` to the background label."""
+        background = int(self._need_volume().backend.background_label)
+        return self.paint(start, mask, background, what="erase")
+
+    # -- history ------------------------------------------------------------------------
+    def undo(self) -> int | None:
+        """Undo this author's latest edit (any kind); return its seq, ``None`` if none."""
+        return self._flip(self.journal.undo)
+
+    def redo(self) -> int | None:
+        """Redo the most recently undone edit; return its seq, ``None`` if none."""
+        return self._flip(self.journal.redo)
+
+    def _flip(self, action: Callable[[], int | None]) -> int | None:
+        if self.auto_sync:
+            self.sync()
+        seq = action()
+        if seq is not None:
+            marker = self.journal.marker_of(seq)
+            self._after_edit(seq if marker is None else marker.seq, False)
+        return seq
+
+    def history(self, limit: int = 200, *, everyone: bool = False) -> pd.DataFrame:
+        """The latest journal rows (this author's unless ``everyone``), newest first."""
+        return self.journal.history(author=None if everyone else self.author, limit=limit)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

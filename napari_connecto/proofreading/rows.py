@@ -1,0 +1,134 @@
+"""Row-level changes to the annotation store, recorded whole so undo restores them exactly.
+
+An edit of synapses, neurons or assignments is a list of :class:`RowChange`: the row as
+it was and as it becomes (``None`` for absent). Doing an edit writes every ``after``,
+undoing it every ``before``; neuron synapse counts are recounted afterwards, so they
+always agree with the synapse table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, func, or_, select
+
+from napari_connecto.annotations import schema
+from napari_connecto.errors import EditError
+
+__all__ = ["TABLES", "RowChange", "apply_changes", "neurons_touched", "read_row", "recount"]
+
+TABLES: dict[str, Table] = {
+    "synapses": schema.synapses,
+    "neurons": schema.neurons,
+    "assignments": schema.assignments,
+}
+"""Tables an edit may change, by name."""
+
+_COUNTS = ("n_pre", "n_post")
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """One row of one table, before and after an edit (database values)."""
+
+    table: str
+    """``"synapses"``, ``"neurons"`` or ``"assignments"``."""
+    key: tuple[Any, ...]
+    """Primary key values, in the table's primary key order."""
+    before: dict[str, Any] | None
+    """The row before (``None``: it did not exist)."""
+    after: dict[str, Any] | None
+    """The row after (``None``: it is deleted)."""
+
+    def to_json(self) -> list[Any]:
+        """A JSON-ready list."""
+        return [self.table, list(self.key), self.before, self.after]
+
+    @classmethod
+    def from_json(cls, item: Sequence[Any]) -> RowChange:
+        """Rebuild from :meth:`to_json` output."""
+        table, key, before, after = item
+        if table not in TABLES:
+            raise EditError(f"journal names an unknown table {table!r}")
+        return cls(str(table), tuple(key), before, after)
+
+    def state(self, direction: str) -> dict[str, Any] | None:
+        """The row after doing (``"do"``) or undoing (``"undo"``) the edit."""
+        return self.after if direction == "do" else self.before
+
+
+def _where(table: Table, key: Sequence[Any]) -> Any:
+    cols = list(table.primary_key.columns)
+    return and_(*(c == v for c, v in zip(cols, key, strict=True)))
+
+
+def read_row(conn: Connection, table_name: str, key: Sequence[Any]) -> dict[str, Any] | None:
+    """The current row with primary key ``key`` (database values), or ``None``."""
+    table = TABLES[table_name]
+    row = conn.execute(select(table).where(_where(table, key))).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    if table is schema.neurons:
+        for name in _COUNTS:
+            out.pop(name, None)
+    return out
+
+
+def apply_changes(conn: Connection, changes: Sequence[RowChange], direction: str) -> None:
+    """Write each change's row state for ``direction`` (``"do"`` or ``"undo"``).
+
+    Undo walks the changes backwards. Neuron rows are only ever *added* by edits (a bare
+    row for a new synapse partner), so a neuron row is inserted only if missing and
+    deleted only while no synapse names it: every synapse keeps its neurons' rows, and
+    a name given to the neuron meanwhile is kept.
+    """
+    ordered = changes if direction == "do" else list(reversed(changes))
+    for change in ordered:
+        table = TABLES[change.table]
+        row = change.state(direction)
+        if table is schema.neurons:
+            _apply_neuron(conn, change.key, row)
+            continue
+        conn.execute(table.delete().where(_where(table, change.key)))
+        if row is not None:
+            conn.execute(table.insert().values(**row))
+
+
+def _apply_neuron(conn: Connection, key: Sequence[Any], row: dict[str, Any] | None) -> None:
+    """Insert a neuron row if missing, or delete it if no synapse names it."""
+    neu, syn = schema.neurons, schema.synapses
+    exists = conn.execute(select(neu.c.id).where(_where(neu, key))).first() is not None
+    if row is not None:
+        if not exists:
+            conn.execute(neu.insert().values(**row))
+        return
+    nid = key[0]
+    named = conn.execute(
+        select(syn.c.id).where(or_(syn.c.pre_id == nid, syn.c.post_id == nid)).limit(1)
+    ).first()
+    if exists and named is None:
+        conn.execute(neu.delete().where(_where(neu, key)))
+
+
+def neurons_touched(changes: Iterable[RowChange]) -> set[int]:
+    """Database ids of neurons whose synapse counts the changes can alter."""
+    ids: set[int] = set()
+    for change in changes:
+        if change.table != "synapses":
+            continue
+        for row in (change.before, change.after):
+            if row is not None:
+                ids.update((int(row["pre_id"]), int(row["post_id"])))
+    return ids
+
+
+def recount(conn: Connection, neuron_ids: Iterable[int]) -> None:
+    """Set ``n_pre``/``n_post`` of these neurons (database ids) from the synapse table."""
+    syn, neu = schema.synapses, schema.neurons
+    for nid in sorted(set(neuron_ids)):
+        n_pre = conn.execute(select(func.count()).where(syn.c.pre_id == nid)).scalar_one()
+        n_post = conn.execute(select(func.count()).where(syn.c.post_id == nid)).scalar_one()
+        conn.execute(neu.update().where(neu.c.id == nid).values(n_pre=n_pre, n_post=n_post))
