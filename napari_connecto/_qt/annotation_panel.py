@@ -12,6 +12,7 @@ and of all synapses is reviewed. The viewer side lives in
 from __future__ import annotations
 
 import getpass
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -47,7 +48,11 @@ if TYPE_CHECKING:
     from napari.layers import Labels
     from qtpy.QtGui import QCloseEvent
 
-__all__ = ["MAX_SELECTED_NEURONS", "PREFETCH_AHEAD", "AnnotationPanel", "PathPrompt"]
+    from napari_connecto.viewer.proofreading import ProofreadingSession
+
+__all__ = [
+    "MAX_SELECTED_NEURONS", "PREFETCH_AHEAD", "AnnotationPanel", "PathPrompt", "panel_of_viewer",
+]  # fmt: skip
 
 PathPrompt = Callable[[QWidget], "str | None"]
 """Asks which annotation database to open: ``prompt(parent) -> path`` or ``None``."""
@@ -84,6 +89,14 @@ def _reviewer() -> str:
         return getpass.getuser()
     except (OSError, KeyError):  # no user name in this environment
         return ""
+
+
+_PANELS: weakref.WeakValueDictionary[int, AnnotationPanel] = weakref.WeakValueDictionary()
+
+
+def panel_of_viewer(viewer: napari.Viewer) -> AnnotationPanel | None:
+    """The annotation panel docked in ``viewer``, if any."""
+    return _PANELS.get(id(viewer))
 
 
 class AnnotationPanel(QWidget):
@@ -144,6 +157,9 @@ class AnnotationPanel(QWidget):
         )
         self._unbind: Callable[[], None] | None = unbind
         self.destroyed.connect(partial(_released, self.navigator, unbind))
+        self.proofreading: ProofreadingSession | None = None
+        """Edits go through this session's journal (undoable) while it is set."""
+        _PANELS[id(viewer)] = self
         self.set_store(store)
 
     # -- layout ----------------------------------------------------------------------------
@@ -251,6 +267,22 @@ class AnnotationPanel(QWidget):
         self._message(f"Opened {store.where}")
         return True
 
+    def set_proofreading(self, session: ProofreadingSession | None) -> None:
+        """Route reviews through ``session`` (journaled, undoable) and follow its edits."""
+        self.proofreading = session
+        if session is not None:
+            session.changed.append(lambda _entries: self.refresh_all())
+
+    def refresh_all(self) -> None:
+        """Query everything shown again (after edits, own or another session's)."""
+        if self._store is None:
+            return
+        self._overall = self._store.review_progress()
+        self.neuron_table.refresh()
+        self._on_neurons_selected(self.neuron_table.selected_ids())
+        if self.navigator.overlay is not None:
+            self.navigator.overlay.refresh()
+
     # -- neurons ---------------------------------------------------------------------------
     def selected_neurons(self) -> list[int]:
         """The selected neuron ids."""
@@ -332,7 +364,11 @@ class AnnotationPanel(QWidget):
             return 0
         order = self.synapse_table.visible_ids()
         before = [self.synapse_table.row(s) for s in ids]
-        changed = self._store.set_synapse_status(ids, status, self.reviewer)
+        if self.proofreading is not None:
+            self.proofreading.edit(lambda pr: pr.set_status(ids, status), status)
+            changed = len(ids)
+        else:
+            changed = self._store.set_synapse_status(ids, status, self.reviewer)
         self._count_review([r["status"] for r in before if r is not None], status)
         self.synapse_table.set_status(ids, status, self.reviewer)
         self.update_progress()

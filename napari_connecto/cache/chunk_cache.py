@@ -167,6 +167,13 @@ class ChunkCache:
             doomed = [k for k in self._chunks if predicate(k)]
         return self.discard(doomed)
 
+    def items_where(
+        self, predicate: Callable[[ChunkKey], bool]
+    ) -> list[tuple[ChunkKey, np.ndarray]]:
+        """A snapshot of the ``(key, chunk)`` pairs whose key matches (no LRU update)."""
+        with self._lock:
+            return [(k, c) for k, c in self._chunks.items() if predicate(k)]
+
     # -- pins -----------------------------------------------------------------------
     def pin(self, owner: Hashable, keys: Iterable[ChunkKey]) -> None:
         """Make ``keys`` the chunks ``owner`` (a view) needs kept; replaces its previous pins."""

@@ -121,6 +121,46 @@ class StreamingVolume:
             lambda k: k.volume == token and (level is None or k.level == level)
         )
 
+    def reload_where(self, wanted: Callable[[int, Index3, np.ndarray], bool]) -> int:
+        """Read again every cached block for which ``wanted(level, block, chunk)`` holds.
+
+        The old block stays shown until its replacement is stored, so nothing flickers.
+        Runs on the calling thread (a worker: it reads storage); returns how many were
+        replaced. A block that fails to read is dropped instead (it is fetched again).
+        """
+        token = self.token
+        replaced = 0
+        for key, chunk in self.service.cache.items_where(lambda k: k.volume == token):
+            if not wanted(key.level, key.block, chunk):
+                continue
+            try:
+                fresh = self.read_block(key.level, key.block)
+            except ChunkError:
+                self.service.cache.discard([key])
+                continue
+            self.service.cache.put(key, fresh)
+            replaced += 1
+        return replaced
+
+    def reload_region(self, scale: int, start: Index3, stop: Index3) -> int:
+        """Read again the cached blocks of storage ``scale`` overlapping ``[start, stop)``."""
+
+        def overlaps(level: int, block: Index3, _chunk: np.ndarray) -> bool:
+            geom = self.levels[level]
+            if geom.scale != scale:
+                return False
+            lo, hi = geom.block_bounds(block)
+            return all(a < d and c < b for a, b, c, d in zip(lo, hi, start, stop, strict=True))
+
+        return self.reload_where(overlaps)
+
+    def reload_containing(self, ids: np.ndarray) -> int:
+        """Read again the cached blocks showing any of ``ids`` (after a relabelling)."""
+        wanted = np.unique(np.asarray(ids).astype(self.dtype, copy=False))
+        if wanted.size == 0:
+            return 0
+        return self.reload_where(lambda _l, _b, chunk: bool(np.isin(chunk, wanted).any()))
+
 
 def _region_text(start: Index3, stop: Index3) -> str:
     return ",".join(f"{a}:{b}" for a, b in zip(start, stop, strict=True))

@@ -1,0 +1,524 @@
+"""Proofreading in the viewer: segment display, modes, clicks, live edits and undo keys.
+
+A :class:`ProofreadingSession` ties one :class:`~napari_connecto.proofreading.Proofreader`
+to the segmentation layer it edits:
+
+- the layer shows *segments*: its streamed volume gets a :class:`DisplayRemap` read
+  processor (run on the fetch workers) that is swapped after merges and splits, and
+  only cached blocks showing a changed id are read again;
+- every proofreader call runs on one worker thread, in order; results come back to the
+  main thread through a queued Qt signal; nothing here waits on the database or storage;
+- a timer takes in other sessions' edits (``Proofreader.sync``) about three times a
+  second, so a second viewer sees them within a second;
+- modes: *merge* (shift-click two segments), *split* (shift-click the fragments to cut
+  off, then cleave), *synapse* (click the pre site, shift-click post sites, finish);
+  the mode is shown on the canvas;
+- Ctrl+Z / Ctrl+Shift+Z undo and redo every kind of edit through the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from napari_connecto.errors import ConnectoError
+from napari_connecto.proofreading.display import DisplayRemap
+from napari_connecto.viewer.streaming import stream_of
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Labels
+
+    from napari_connecto._qt.proofreading_panel import ProofreadingPanel
+    from napari_connecto.annotations.store import AnnotationStore
+    from napari_connecto.proofreading.journal import JournalEntry
+    from napari_connecto.proofreading.proofreader import Proofreader
+    from napari_connecto.proofreading.writeback import Region
+
+__all__ = ["MODES", "SYNC_INTERVAL_MS", "ProofreadingSession", "attach_proofreading"]
+
+logger = logging.getLogger(__name__)
+
+SYNC_INTERVAL_MS = 300
+"""How often other sessions' edits are taken in."""
+LARGE_SEGMENT_FRAGMENTS = 50
+"""Merging a segment with more fragments than this asks for confirmation."""
+MODES = ("navigate", "merge", "split", "synapse")
+_MODE_TEXT = {
+    "merge": "MERGE: shift-click two segments",
+    "split": "SPLIT: shift-click segment, then fragments",
+    "synapse": "SYNAPSE: shift-click pre, then post sites",
+}
+_MODE_COLOR = {"merge": "#ffcc00", "split": "#ff6b6b", "synapse": "#00c7ff"}
+
+
+class _Bridge(QObject):
+    """Runs callables on the main thread (queued signal from worker threads)."""
+
+    call = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call.connect(lambda fn: fn())
+
+
+Confirm = Callable[[str], bool]
+Notify = Callable[[str, bool], None]
+
+
+class ProofreadingSession:
+    """Proofreading of one segmentation layer in one viewer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    layer : napari.layers.Labels
+        The (streamed, multiscale) segmentation layer.
+    proofreader : Proofreader
+        Edits of the layer's volume and the annotation store (``auto_sync=False``).
+    confirm : callable, optional
+        Asks yes/no before large merges (default: a dialog).
+    notify : callable, optional
+        Shows messages ``(text, is_error)`` (default: the viewer status bar).
+    """
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        layer: Labels,
+        proofreader: Proofreader,
+        *,
+        confirm: Confirm | None = None,
+        notify: Notify | None = None,
+    ) -> None:
+        self._viewer = weakref.ref(viewer)
+        self.layer = layer
+        self.proofreader = proofreader
+        proofreader.auto_sync = False
+        self.confirm: Confirm = confirm or _ask
+        self.notify: Notify = notify or self._status
+        self.mode = "navigate"
+        self.picks: list[tuple[int, np.ndarray]] = []
+        """Segment/fragment ids picked in the current mode, with their positions (nm)."""
+        self.synapse_sites: list[np.ndarray] = []
+        self.canvas: Any = None
+        self.changed: list[Callable[[list[JournalEntry]], None]] = []
+        """Called on the main thread after own or others' edits (tables refresh)."""
+        self.written: list[Callable[[], None]] = []
+        """Called on the main thread after voxels reached the volume."""
+        self.errors: list[str] = []
+        self._bridge = _Bridge()
+        self._ops = ThreadPoolExecutor(1, thread_name_prefix="connecto-edits")
+        self._closed = False
+        self._stream = stream_of(layer)
+        self.remap = DisplayRemap(proofreader.mapping())
+        if self._stream is not None:
+            sv = self._stream.volume
+            sv.volume = sv.volume.with_processors(read=[self.remap])
+            self._submit(lambda: sv.reload_where(lambda *_: True), self._redraw)
+        proofreader.on_written(self._on_written)
+        self._timer = QTimer()
+        self._timer.setInterval(SYNC_INTERVAL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start()
+        self._foreign_pending: set[int] = set()
+        self._unbind = self._bind_keys(layer)
+        layer.mouse_drag_callbacks.append(self._on_click)
+
+    # -- plumbing -----------------------------------------------------------------------
+    @property
+    def viewer(self) -> napari.Viewer | None:
+        """The viewer, while it exists."""
+        return self._viewer()
+
+    def _submit(
+        self,
+        work: Callable[[], Any],
+        done: Callable[[Any], None] | None = None,
+        *,
+        what: str = "",
+    ) -> Future[Any]:
+        """Run ``work`` on the edit thread; ``done(result)`` then runs on the main thread."""
+
+        def run() -> Any:
+            try:
+                result = work()
+            except (ConnectoError, OSError, ValueError) as exc:
+                text = f"{what} failed: {exc}" if what else str(exc)
+                self._bridge.call.emit(lambda: self._error(text))
+                return None
+            if done is not None and not self._closed:
+                self._bridge.call.emit(lambda: done(result))
+            return result
+
+        return self._ops.submit(run)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until queued edits ran (tests and scripts; the GUI never calls it)."""
+        self._ops.submit(lambda: None).result(timeout)
+
+    def _error(self, text: str) -> None:
+        logger.warning("%s", text)
+        self.errors.append(text)
+        self.notify(text, True)
+
+    def _status(self, text: str, error: bool) -> None:
+        viewer = self.viewer
+        if viewer is not None:
+            viewer.status = text
+
+    def _redraw(self, _result: object = None) -> None:
+        if self._stream is not None:
+            self._stream.mark_dirty()
+
+    # -- display ------------------------------------------------------------------------
+    def _remap_changed(self) -> None:
+        """After an assignment change: swap the table, re-read blocks showing changed ids."""
+        pr, sv = self.proofreader, self._stream.volume if self._stream else None
+
+        def work() -> int:
+            changed = self.remap.update(pr.mapping())
+            return sv.reload_containing(changed) if sv is not None else 0
+
+        self._submit(work, self._after_remap)
+
+    def _after_remap(self, _result: object) -> None:
+        self._redraw()
+        if self.canvas is not None:
+            self.canvas.remap(self.remap.mapping)
+
+    def _on_written(self, regions: list[Region]) -> None:
+        """Write-back thread: voxels changed on disk; re-read those cached blocks."""
+        sv = self._stream.volume if self._stream else None
+        if sv is None or self._closed:
+            return
+        sv.volume.refresh()
+        for scale, start, stop in regions:
+            sv.reload_region(scale, start, stop)
+        self._bridge.call.emit(self._after_write)
+
+    def _after_write(self) -> None:
+        self._redraw()
+        for callback in list(self.written):
+            callback()
+
+    # -- live edits -----------------------------------------------------------------------
+    def _poll(self) -> None:
+        if self.canvas is not None:
+            self.canvas.flush()
+        if self._ops._work_queue.qsize():
+            return
+        self._submit(self._sync_work, self._synced)
+
+    def _sync_work(self) -> tuple[list[JournalEntry], list[Region], list[Any]]:
+        pr = self.proofreader
+        foreign = pr.sync()
+        regions: list[Region] = []
+        patches = []  # others' voxel edits, for the paint canvas
+        for entry in foreign:
+            if entry.volume != pr.key or entry.writeback == "none":
+                continue
+            patch = pr.journal.patch(entry.ref if entry.ref is not None else entry.seq)
+            if patch is not None:
+                patches.append((patch, "undo" if entry.kind == "undo" else "do"))
+        for entry in foreign:
+            if entry.volume == pr.key and entry.writeback == "pending":
+                self._foreign_pending.add(entry.seq)
+        for seq in sorted(self._foreign_pending):
+            entry = pr.journal.entry(seq)
+            if entry.writeback == "pending":
+                continue
+            self._foreign_pending.discard(seq)
+            patch = pr.journal.patch(entry.ref if entry.ref is not None else seq)
+            if patch is not None:
+                regions.append((patch.scale, patch.start, patch.stop))
+        return foreign, regions, patches
+
+    def _synced(self, result: tuple[list[JournalEntry], list[Region], list[Any]]) -> None:
+        foreign, regions, patches = result
+        if self.canvas is not None:
+            for patch, direction in patches:
+                self.canvas.apply_patch(patch, direction)
+        if regions:
+            self._submit(lambda: self._on_written(_with_pyramid(self, regions)))
+        if not foreign:
+            return
+        if any(e.volume == self.proofreader.key and e.kind != "paint" for e in foreign):
+            self._remap_changed()
+        authors = sorted({e.author for e in foreign})
+        self.notify(f"{len(foreign)} edit(s) by {', '.join(authors)} taken in", False)
+        self._changed(foreign)
+
+    def _changed(self, entries: list[JournalEntry]) -> None:
+        for callback in list(self.changed):
+            callback(entries)
+
+    # -- edits ------------------------------------------------------------------------------
+    def _submit_edit(self, call: Callable[[], int | None], what: str) -> Future[Any]:
+        """Run an edit on the edit thread; report it (and redraw) on the main thread."""
+        pr = self.proofreader
+
+        def work() -> JournalEntry | None:
+            seq = call()
+            return None if seq is None else pr.journal.entry(int(seq))
+
+        return self._submit(work, lambda entry: self._edited(entry, what), what=what)
+
+    def _edited(self, entry: JournalEntry | None, what: str) -> None:
+        """Main thread, after an own edit committed."""
+        if entry is None:
+            return
+        if entry.volume == self.proofreader.key and entry.kind in (
+            "merge",
+            "cleave",
+            "undo",
+            "redo",
+        ):
+            self._remap_changed()
+        self.notify(f"{what}: {entry.summary}", False)
+        self._changed([entry])
+
+    def merge(self, keep: int, absorb: int) -> Future[Any]:
+        """Merge segment ``absorb`` into ``keep`` (asks first if ``absorb`` is large)."""
+        pr = self.proofreader
+
+        def asked(size: int) -> None:
+            if size > LARGE_SEGMENT_FRAGMENTS and not self.confirm(
+                f"Segment {absorb} has {size} fragments. Merge it into {keep}?"
+            ):
+                self.notify("merge cancelled", False)
+                return
+            self._submit_edit(lambda: pr.merge(keep, absorb), "merged")
+
+        return self._submit(lambda: len(pr.fragments_of(absorb)), asked, what="merge")
+
+    def cleave(self, segment: int, fragments: list[int]) -> Future[Any]:
+        """Cut ``fragments`` off ``segment`` into a new segment."""
+        pr = self.proofreader
+        return self._submit_edit(lambda: pr.cleave(segment, fragments)[0], "split")
+
+    def add_synapse(self, pre: np.ndarray, posts: list[np.ndarray]) -> Future[Any]:
+        """Add a synapse; partners are the segments at the sites."""
+        pr = self.proofreader
+        return self._submit_edit(lambda: pr.add_synapse(pre, posts), "synapse added")
+
+    def edit(self, call: Callable[[Proofreader], int | None], what: str) -> Future[Any]:
+        """Run any proofreader edit (``call(proofreader) -> seq``) on the edit thread."""
+        pr = self.proofreader
+        return self._submit_edit(lambda: call(pr), what)
+
+    def undo(self) -> Future[Any]:
+        """Undo the latest edit of this author (any kind)."""
+        return self._flip(self.proofreader.undo, "undone")
+
+    def redo(self) -> Future[Any]:
+        """Redo the most recently undone edit."""
+        return self._flip(self.proofreader.redo, "redone")
+
+    def _flip(self, action: Callable[[], int | None], what: str) -> Future[Any]:
+        pr = self.proofreader
+
+        def work() -> tuple[int | None, Any, Any]:
+            seq = action()
+            if seq is None:
+                return None, None, None
+            marker = pr.journal.marker_of(seq)
+            return seq, marker, pr.journal.patch(seq)
+
+        def done(result: tuple[int | None, Any, Any]) -> None:
+            seq, marker, patch = result
+            if seq is None:
+                self.notify(f"nothing to {'undo' if what == 'undone' else 'redo'}", False)
+                return
+            if patch is not None and self.canvas is not None:
+                self.canvas.apply_patch(patch, "undo" if what == "undone" else "do")
+            self._edited(marker, what)
+
+        return self._submit(work, done, what=what[:-1])
+
+    # -- modes and clicks ---------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """Switch to ``navigate``, ``merge``, ``split`` or ``synapse``; the canvas shows it."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
+        self.picks = []
+        self.synapse_sites = []
+        viewer = self.viewer
+        if viewer is None:
+            return
+        overlay = viewer.canvas.overlays.text
+        overlay.visible = mode != "navigate"
+        overlay.text = _MODE_TEXT.get(mode, "")
+        overlay.color = _MODE_COLOR.get(mode, "white")
+        overlay.font_size = 14
+        overlay.position = "top_center"
+
+    def pick(self, position_nm: np.ndarray) -> Future[Any]:
+        """What a shift-click at ``position_nm`` does in the current mode."""
+        pr = self.proofreader
+        pos = np.asarray(position_nm, dtype=np.float64)[-3:]
+        if self.mode == "synapse":
+            self.synapse_sites.append(pos)
+            role = "pre" if len(self.synapse_sites) == 1 else "post"
+            self.notify(f"{role} site {len(self.synapse_sites)} at {np.round(pos).tolist()}", False)
+            return self._submit(lambda: None)
+        if self.mode == "merge":
+            return self._submit(
+                lambda: int(pr.segment_at(pos)[0]), lambda s: self._merge_pick(s, pos)
+            )
+        if self.mode == "split":
+            want_segment = not self.picks
+            lookup = pr.segment_at if want_segment else pr.fragment_at
+            return self._submit(lambda: int(lookup(pos)[0]), lambda i: self._split_pick(i, pos))
+        return self._submit(lambda: None)
+
+    def _merge_pick(self, segment: int, pos: np.ndarray) -> None:
+        background = (
+            int(self.proofreader.volume.backend.background_label) if self.proofreader.volume else 0
+        )
+        if segment == background:
+            self.notify("that is background; pick a segment", True)
+            return
+        self.picks.append((segment, pos))
+        if len(self.picks) == 1:
+            self.notify(f"merge: {segment} picked; shift-click the segment to merge into it", False)
+            return
+        (keep, _), (absorb, _) = self.picks[:2]
+        self.picks = []
+        if keep == absorb:
+            self.notify(f"{keep} is one segment already", True)
+            return
+        self.merge(keep, absorb)
+
+    def _split_pick(self, value: int, pos: np.ndarray) -> None:
+        self.picks.append((value, pos))
+        if len(self.picks) == 1:
+            self.notify(f"split: segment {value}; shift-click the fragments to cut off", False)
+        else:
+            self.notify(f"split: fragment {value} picked ({len(self.picks) - 1} in all)", False)
+
+    def finish(self) -> Future[Any] | None:
+        """Cleave the picked fragments (split mode) or add the synapse (synapse mode)."""
+        if self.mode == "split" and len(self.picks) >= 2:
+            segment = self.picks[0][0]
+            fragments = sorted({v for v, _ in self.picks[1:]})
+            self.picks = []
+            return self.cleave(segment, fragments)
+        if self.mode == "synapse" and len(self.synapse_sites) >= 2:
+            pre, *posts = self.synapse_sites
+            self.synapse_sites = []
+            return self.add_synapse(pre, posts)
+        self.notify("nothing to finish: pick more first", True)
+        return None
+
+    def _on_click(self, layer: Labels, event: Any) -> Any:
+        if self.mode == "navigate" or "Shift" not in event.modifiers:
+            return
+        yield  # a click, not a drag: act on release without moving
+        moved = False
+        while event.type == "mouse_move":
+            moved = True
+            yield
+        if not moved:
+            self.pick(np.asarray(event.position))
+
+    def _bind_keys(self, layer: Labels) -> Callable[[], None]:
+        bound: list[tuple[Any, str]] = []
+
+        def bind(target: Any) -> None:
+            for key, fn in (("Control-Z", self.undo), ("Control-Shift-Z", self.redo)):
+                target.bind_key(key, lambda *_a, f=fn: f() and None, overwrite=True)
+                bound.append((target, key))
+
+        bind(layer)
+        viewer = self.viewer
+        if viewer is not None:
+            bind(viewer)
+
+        def unbind() -> None:
+            for target, key in bound:
+                target.bind_key(key, None, overwrite=True)
+
+        self.bind_target = bind
+        return unbind
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop syncing, finish queued edits, unbind keys and mouse callbacks."""
+        with contextlib.suppress(RuntimeError):  # Qt deleted it already (app quitting)
+            self._timer.stop()
+        self._ops.shutdown(wait=True)
+        self._closed = True
+        if self.canvas is not None:
+            self.canvas.close()
+        self._unbind()
+        if self._on_click in self.layer.mouse_drag_callbacks:
+            self.layer.mouse_drag_callbacks.remove(self._on_click)
+        self.set_mode("navigate")
+
+
+def attach_proofreading(
+    viewer: napari.Viewer,
+    store: AnnotationStore,
+    layer: Labels,
+    *,
+    area: str = "right",
+) -> ProofreadingPanel:
+    """Dock the proofreading panel and start proofreading ``layer`` with ``store``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    store : AnnotationStore
+        Where edits are journaled (and synapses live).
+    layer : napari.layers.Labels
+        The segmentation layer (opened by napari-connecto).
+    area : str
+        Dock area.
+
+    Returns
+    -------
+    ProofreadingPanel
+        The docked panel (its status line says why if proofreading could not start).
+    """
+    from napari_connecto._qt.proofreading_panel import ProofreadingPanel
+
+    panel = ProofreadingPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Proofreading", area=area, tabify=True)
+    panel.start(store, layer)
+    return panel
+
+
+def _with_pyramid(session: ProofreadingSession, regions: list[Region]) -> list[Region]:
+    """Level-0 regions another process wrote, extended to every coarser scale."""
+    volume = session.proofreader.volume
+    if volume is None:
+        return regions
+    out = list(regions)
+    base = volume.scales[0].resolution.as_tuple()
+    for scale, start, stop in regions:
+        if scale != 0:
+            continue
+        for level, sc in enumerate(volume.scales[1:], start=1):
+            f = [r / b for r, b in zip(sc.resolution.as_tuple(), base, strict=True)]
+            lo = tuple(int(a // max(x, 1e-9)) for a, x in zip(start, f, strict=True))
+            hi = tuple(int(-(-b // max(x, 1e-9))) for b, x in zip(stop, f, strict=True))
+            out.append((level, lo, hi))  # type: ignore[arg-type]
+    return out
+
+
+def _ask(text: str) -> bool:
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(None, "napari-connecto", text)
+    return answer == QMessageBox.StandardButton.Yes
