@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Literal
 import h5py
 import numpy as np
 
+from napari_connecto import _killpoints
 from napari_connecto.errors import ChunkError, MetadataError, ReadOnlyError, SourceNotFoundError
 
 if TYPE_CHECKING:
@@ -257,11 +258,20 @@ def remove_stale_temp_files(
     return removed
 
 
-# -- generations: in-process notice that a file was replaced ------------------------------
-def generation(key: str) -> int:
-    """How many times this process has replaced the file ``key`` (a real path)."""
+# -- generations: notice that a file was replaced -----------------------------------------
+def generation(key: str) -> tuple[int, int]:
+    """``(replacements by this process, inode)`` of the file ``key`` (a real path).
+
+    A copy-on-write commit renames a new file over the old one, so the inode changes
+    whichever process committed: a reader comparing generations re-opens the file.
+    """
     with _generations_guard:
-        return _generations.get(key, 0)
+        count = _generations.get(key, 0)
+    try:
+        inode = os.stat(key).st_ino
+    except OSError:
+        inode = -1
+    return count, inode
 
 
 def bump_generation(key: str) -> int:
@@ -298,10 +308,13 @@ def commit_blocks(target: Path, blocks: Sequence[BlockWrite], *, where: str) -> 
     try:
         _copy_file(target, tmp)
         with h5py.File(tmp, "r+") as h5:
-            for current in blocks:
+            for index, current in enumerate(blocks):
                 _write_block(h5, current)
+                if index == 0:
+                    _killpoints.reach("mid-chunk-write")
             current = None
         _fsync_file(tmp)
+        _killpoints.reach("before-rename")
         os.replace(tmp, target)
     except BaseException as exc:
         _discard(tmp)

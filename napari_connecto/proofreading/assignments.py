@@ -87,9 +87,15 @@ def load_mapping(store: AnnotationStore, volume: str) -> RemapIds:
 
 def _assign(conn: Connection, volume: str, fragments: Sequence[int], to: int) -> list[RowChange]:
     """Changes that map each fragment to segment ``to`` (no row when that is itself)."""
+    a = schema.assignments
+    current: dict[int, dict[str, object]] = {}
+    frags = list(fragments)
+    for i in range(0, len(frags), 500):
+        query = select(a).where(a.c.volume == volume, a.c.fragment.in_(frags[i : i + 500]))
+        current.update((int(r["fragment"]), dict(r)) for r in conn.execute(query).mappings())
     changes = []
-    for frag in fragments:
-        before = read_row(conn, "assignments", (volume, frag))
+    for frag in frags:
+        before = current.get(int(frag))
         after = None if frag == to else {"volume": volume, "fragment": frag, "segment": to}
         if before != after:
             changes.append(RowChange("assignments", (volume, frag), before, after))

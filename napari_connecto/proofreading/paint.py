@@ -24,8 +24,10 @@ from napari_connecto.proofreading.patches import VoxelPatch
 
 __all__ = ["VoxelFrame", "paint_record"]
 
-SITE_REACH_NM = 4000.0
-"""Synapse sites lie within this distance of their centre (the box query is padded by it)."""
+SITE_REACH_NM = 1500.0
+"""Synapse sites lie within this distance of their centre (the box query is padded by it):
+pre and post sites sit on either side of a cleft tens of nm wide, annotated well inside
+their cells."""
 
 
 @dataclass(frozen=True, slots=True)

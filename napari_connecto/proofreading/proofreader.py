@@ -197,6 +197,10 @@ class Proofreader(SynapseEditing):
         foreign = [e for e in entries if e.session != self.journal.session]
         if any(e.volume == self.key and e.kind != "paint" for e in foreign):
             self._mapping = None
+        if self.volume is not None and any(
+            e.volume == self.key and e.writeback != "none" for e in foreign
+        ):
+            self.volume.refresh()  # another process may have replaced the file (HDF5)
         if foreign:
             self._notify(foreign)
         return foreign
@@ -352,8 +356,8 @@ class Proofreader(SynapseEditing):
             raise EditError("a paint mask is a z, y, x block")
         begin = tuple(int(v) for v in start)
         stop = tuple(a + n for a, n in zip(begin, mask.shape, strict=True))
-        self.commit()  # the voxels "before" are what earlier edits wrote
-        before = volume.read_voxels(0, begin, stop)
+        # the voxels "before" are what earlier edits wrote, pending write-backs included
+        before = current_voxels(self.journal, volume, self.key, begin, stop)
         after = before.copy()
         after[mask] = np.asarray(label).astype(before.dtype)
         patch = VoxelPatch.from_change(begin, before, after)  # type: ignore[arg-type]

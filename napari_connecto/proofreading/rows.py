@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, func, or_, select
+from sqlalchemy import Connection, Table, and_, bindparam, func, or_, select
 
 from napari_connecto.annotations import schema
 from napari_connecto.errors import EditError
@@ -85,16 +85,37 @@ def apply_changes(conn: Connection, changes: Sequence[RowChange], direction: str
     deleted only while no synapse names it: every synapse keeps its neurons' rows, and
     a name given to the neuron meanwhile is kept.
     """
-    ordered = changes if direction == "do" else list(reversed(changes))
-    for change in ordered:
-        table = TABLES[change.table]
-        row = change.state(direction)
-        if table is schema.neurons:
-            _apply_neuron(conn, change.key, row)
+    ordered = list(changes) if direction == "do" else list(reversed(changes))
+    start = 0
+    while start < len(ordered):
+        change = ordered[start]
+        if change.table == "neurons":
+            _apply_neuron(conn, change.key, change.state(direction))
+            start += 1
             continue
-        conn.execute(table.delete().where(_where(table, change.key)))
-        if row is not None:
-            conn.execute(table.insert().values(**row))
+        # a run of changes to one table, each key once: two batched statements
+        stop, seen = start, set()
+        while (
+            stop < len(ordered)
+            and ordered[stop].table == change.table
+            and ordered[stop].key not in seen
+        ):
+            seen.add(ordered[stop].key)
+            stop += 1
+        _apply_run(conn, TABLES[change.table], ordered[start:stop], direction)
+        start = stop
+
+
+def _apply_run(conn: Connection, table: Table, run: Sequence[RowChange], direction: str) -> None:
+    """Delete the rows of ``run`` and insert their new states (executemany)."""
+    cols = list(table.primary_key.columns)
+    names = [f"k_{c.name}" for c in cols]
+    where = and_(*(c == bindparam(n) for c, n in zip(cols, names, strict=True)))
+    keys = [dict(zip(names, change.key, strict=True)) for change in run]
+    conn.execute(table.delete().where(where), keys)
+    rows = [row for change in run if (row := change.state(direction)) is not None]
+    if rows:
+        conn.execute(table.insert(), rows)
 
 
 def _apply_neuron(conn: Connection, key: Sequence[Any], row: dict[str, Any] | None) -> None:

@@ -25,6 +25,7 @@ def current_voxels(
     begin = tuple(int(a) for a in start)
     end = tuple(int(b) for b in stop)
     pending = journal.pending(key)
+    volume.refresh()  # a file another process replaced is read anew (HDF5)
     out = np.array(volume.read_voxels(0, begin, end), copy=True)
     for entry in pending:
         source = entry.ref if entry.kind in ("undo", "redo") else entry.seq
