@@ -67,6 +67,9 @@ class VolumeBackend(ABC):
     """Registry name of the format (``"zarr"``, ``"n5"``, ...)."""
     supports_writes: ClassVar[bool] = False
     """Whether :meth:`write` can work for this format."""
+    server_agglomeration: ClassVar[bool] = False
+    """Whether a server keeps the fragment -> segment mapping (DVID labelmaps): then local
+    merges, splits and paints would diverge from it, and proofreading refuses them."""
     max_concurrency: ClassVar[int] = 8
     """How many reads of this backend are worth running at once (1 for HDF5)."""
 

@@ -90,6 +90,7 @@ class DvidBackend(VolumeBackend):
 
     name: ClassVar[str] = "dvid"
     supports_writes: ClassVar[bool] = True
+    server_agglomeration: ClassVar[bool] = True
     max_concurrency: ClassVar[int] = 16
 
     def __init__(  # noqa: PLR0917 - built by open() only

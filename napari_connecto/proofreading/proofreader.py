@@ -233,6 +233,17 @@ class Proofreader(SynapseEditing):
             raise EditError("this proofreader has no segmentation volume")
         return self.volume
 
+    def _need_local_agglomeration(self) -> Volume:
+        """The volume, if its segments are ours to edit (not a server's, like DVID's)."""
+        volume = self._need_volume()
+        if volume.backend.server_agglomeration:
+            raise EditError(
+                f"{volume.source}: the server keeps this segmentation's agglomeration "
+                f"({volume.format}); merge, split and paint there are not supported yet "
+                "(use the server's own tools, e.g. DvidClient.merge/cleave)"
+            )
+        return volume
+
     def mapping(self) -> RemapIds:
         """Fragment -> segment lookup table of the volume (cached until an edit changes it)."""
         if self._mapping is None:
@@ -282,13 +293,13 @@ class Proofreader(SynapseEditing):
 
     def merge(self, keep: int, absorb: int) -> int:
         """Merge segment ``absorb`` into ``keep``; return the journal seq."""
-        self._need_volume()
+        self._need_local_agglomeration()
         k, a = to_db_one(keep), to_db_one(absorb)
         return self._commit(lambda c: assignments.merge_record(c, self.key, k, a, time.time()))
 
     def cleave(self, segment: int, fragments: Sequence[int]) -> tuple[int, int]:
         """Move ``fragments`` of ``segment`` to a new segment; return ``(seq, new id)``."""
-        self._need_volume()
+        self._need_local_agglomeration()
         self.commit()  # synapse sites are looked up in the voxels earlier edits wrote
         new = self.new_id()
         frags = [int(f) for f in to_db(np.asarray(fragments, dtype=np.uint64))]
@@ -317,7 +328,7 @@ class Proofreader(SynapseEditing):
         EditError
             A patch outside the volume or not at scale 0.
         """
-        volume = self._need_volume()
+        volume = self._need_local_agglomeration()
         if not volume.writable:
             raise ReadOnlyError(f"{volume.source} cannot be written; open it with mode='r+'")
         if patch.scale != 0:
@@ -406,7 +417,7 @@ class Proofreader(SynapseEditing):
             Fewer than two groups, no group 1, a seed off the segment or outside the
             region, or a split that changes no voxel.
         """
-        volume = self._need_volume()
+        volume = self._need_local_agglomeration()
         self.commit()  # split the voxels earlier edits wrote
         patch, ids = watershed.split_patch(
             volume,

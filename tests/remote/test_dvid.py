@@ -322,3 +322,22 @@ def test_annotations_import_into_the_store_with_neurons_from_the_labelmap(dvid, 
     with AnnotationStore.open(str(db)) as store:
         assert store.count_synapses() == 2
         assert set(store.synapses([int(truth[pre_voxel])], pre=True)["post_id"].tolist()) == posts
+
+
+def test_proofreading_refuses_local_merges_of_a_server_agglomeration(dvid, tmp_path):
+    """DVID keeps the agglomeration: a local merge would silently diverge from it."""
+    from napari_connecto.errors import EditError
+    from napari_connecto.proofreading.proofreader import Proofreader
+
+    server, _root, child = dvid
+    volume = nc.open_volume(_url(server, child, "segmentation"))
+    with Proofreader(tmp_path / "edits.db", volume, background=False) as pr:
+        with pytest.raises(EditError, match="server keeps this segmentation"):
+            pr.merge(1, 3)
+        with pytest.raises(EditError, match="server keeps this segmentation"):
+            pr.paint((0, 0, 0), np.ones((1, 2, 2), bool), 5)
+        assert pr.history(everyone=True).empty  # nothing journaled
+        # synapse edits still work, with partners read from the server's labels
+        at = (np.array(OFFSET) + 0.5) * 8.0
+        pr.add_synapse(at, [at + 8.0])
+        assert pr.store.count_synapses(include_self=True) == 1
