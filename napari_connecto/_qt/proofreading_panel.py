@@ -331,6 +331,8 @@ class ProofreadingPanel(QWidget):
             self.history.addItem(item)
         if pending:
             self.status.setText(f"{pending} edit(s) being written to the volume…")
+        elif self.status.text().endswith("being written to the volume…"):
+            self.status.setText("Every edit is written to the volume.")
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         """Stop the session when the dock closes."""

@@ -8,6 +8,7 @@ settles, debounced with a ``QTimer``, on the main thread.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -219,7 +220,8 @@ class SynapseOverlay:
 
     def stop(self) -> None:
         """Stop following the view (the layer stays)."""
-        self._timer.stop()
+        with contextlib.suppress(RuntimeError):  # Qt deleted it already (app quitting)
+            self._timer.stop()
         for emitter in self._sources:
             emitter.disconnect(self._on_view_changed)
         self._sources = ()
