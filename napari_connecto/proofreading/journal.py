@@ -215,43 +215,32 @@ class Journal:
         if rows:
             conn.execute(schema.edit_keys.insert(), rows)
 
-    def _newer_foreign(self, conn: Connection, keys: Iterable[str], seen: int) -> list[int]:
-        """Seqs after ``seen`` by other sessions that touched any of ``keys``."""
+    def _touching(self, conn: Connection, keys: Iterable[str], *conditions: Any) -> list[int]:
+        """Seqs of journal rows meeting ``conditions`` that touched any of ``keys``."""
         keys = sorted(set(keys))
-        if not keys:
-            return []
         e, k = schema.edits, schema.edit_keys
         found: set[int] = set()
         for i in range(0, len(keys), 500):
             query = (
                 select(e.c.seq)
                 .join(k, k.c.seq == e.c.seq)
-                .where(k.c.key.in_(keys[i : i + 500]), e.c.seq > seen, e.c.session != self.session)
+                .where(k.c.key.in_(keys[i : i + 500]), *conditions)
                 .distinct()
             )
             found.update(int(s) for s in conn.execute(query).scalars())
         return sorted(found)
 
+    def _newer_foreign(self, conn: Connection, keys: Iterable[str], seen: int) -> list[int]:
+        """Seqs after ``seen`` by other sessions that touched any of ``keys``."""
+        e = schema.edits
+        return self._touching(conn, keys, e.c.seq > seen, e.c.session != self.session)
+
     def _newer_applied(self, conn: Connection, seq: int, keys: Sequence[str]) -> list[int]:
         """Applied edits after ``seq`` that touched any of ``keys``."""
-        if not keys:
-            return []
-        e, k = schema.edits, schema.edit_keys
-        found: set[int] = set()
-        for i in range(0, len(keys), 500):
-            query = (
-                select(e.c.seq)
-                .join(k, k.c.seq == e.c.seq)
-                .where(
-                    k.c.key.in_(keys[i : i + 500]),
-                    e.c.seq > seq,
-                    e.c.state == "applied",
-                    e.c.kind.in_(sorted(EDIT_KINDS)),
-                )
-                .distinct()
-            )
-            found.update(int(s) for s in conn.execute(query).scalars())
-        return sorted(found)
+        e = schema.edits
+        return self._touching(
+            conn, keys, e.c.seq > seq, e.c.state == "applied", e.c.kind.in_(sorted(EDIT_KINDS))
+        )
 
     def _check_redo(
         self, conn: Connection, row: Any, keys: Sequence[str], changes: Sequence[RowChange]
@@ -281,27 +270,15 @@ class Journal:
 
     def _flipped_since_undo(self, conn: Connection, seq: int, keys: Sequence[str]) -> list[int]:
         """Undo/redo markers of other authors, after edit ``seq`` was undone, on its keys."""
-        e, k = schema.edits, schema.edit_keys
+        e = schema.edits
         undone = conn.execute(
             select(func.max(e.c.seq)).where(e.c.ref == seq, e.c.kind == "undo")
         ).scalar()
         if not keys or undone is None:
             return []
-        found: set[int] = set()
-        for i in range(0, len(keys), 500):
-            query = (
-                select(e.c.seq)
-                .join(k, k.c.seq == e.c.seq)
-                .where(
-                    k.c.key.in_(keys[i : i + 500]),
-                    e.c.seq > undone,
-                    e.c.state == "marker",
-                    e.c.author != self.author,
-                )
-                .distinct()
-            )
-            found.update(int(s) for s in conn.execute(query).scalars())
-        return sorted(found)
+        return self._touching(
+            conn, keys, e.c.seq > undone, e.c.state == "marker", e.c.author != self.author
+        )
 
     # -- undo and redo ------------------------------------------------------------------
     def undo(self) -> int | None:
