@@ -110,6 +110,8 @@ class Journal:
         self.store = store
         self.author = author
         self.session = session or uuid.uuid4().hex
+        self.last_committed: JournalEntry | None = None
+        """The row of the last edit :meth:`commit` inserted (spares a read after it)."""
 
     # -- transactions -------------------------------------------------------------------
     def _serialise(self, conn: Connection) -> None:
@@ -156,12 +158,17 @@ class Journal:
         EditError
             The edit cannot be made.
         """
+        given = request is not None
         request = request or uuid.uuid4().hex
 
         def run(conn: Connection) -> int:
-            done = conn.execute(
-                select(schema.edits.c.seq).where(schema.edits.c.request == request)
-            ).scalar()
+            done = (  # a fresh UUID cannot have been committed: spare the round trip
+                conn.execute(
+                    select(schema.edits.c.seq).where(schema.edits.c.request == request)
+                ).scalar()
+                if given
+                else None
+            )
             if done is not None:
                 return int(done)
             record = build(conn)
@@ -197,6 +204,12 @@ class Journal:
             self._insert_keys(conn, seq, record.keys)
             if record.patch is not None:
                 conn.execute(schema.edit_voxels.insert().values(seq=seq, **record.patch.to_row()))
+            self.last_committed = JournalEntry(
+                seq=seq, kind=record.kind, volume=record.volume, ref=None, state="applied",
+                writeback="pending" if record.patch is not None or record.remote else "none",
+                author=self.author, session=self.session, created=time.time(),
+                summary=record.summary,
+            )  # fmt: skip
             return seq
 
         return int(self.transaction(run))

@@ -220,7 +220,8 @@ class Proofreader(SynapseEditing):
         return seq
 
     def _after_edit(self, seq: int, voxels: bool) -> None:
-        entry = self.journal.entry(seq)
+        last = self.journal.last_committed
+        entry = last if last is not None and last.seq == seq else self.journal.entry(seq)
         if entry.volume == self.key and entry.kind not in ("paint",):
             self._mapping = None
         if voxels or entry.writeback == "pending":
