@@ -20,7 +20,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -83,6 +83,7 @@ class ProofreadingPanel(QWidget):
         _PANELS[id(viewer)] = self
         viewer.layers.events.inserted.connect(self._fill_layers)
         viewer.layers.events.removed.connect(self._fill_layers)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
         self._fill_layers()
 
     # -- layout -------------------------------------------------------------------------
@@ -163,6 +164,22 @@ class ProofreadingPanel(QWidget):
         ):  # fmt: skip
             w.setEnabled(on)
 
+    def _on_layer_removed(self, event: Any) -> None:
+        session = self.session
+        if session is not None and event.value is session.layer:
+            self.stop()
+            self.message("The segmentation layer was removed: proofreading stopped.")
+
+    def event(self, event: QEvent) -> bool:
+        """Stop when napari takes the panel out of its dock (the dock's X button).
+
+        napari removes a closed dock by re-parenting its widget to nothing, without a
+        close event; a dock merely tabbed away keeps its parent.
+        """
+        if event.type() == QEvent.Type.ParentChange and self.parentWidget() is None:
+            self.stop()
+        return super().event(event)
+
     def _fill_layers(self, event: Any = None) -> None:
         from napari.layers import Labels
 
@@ -194,13 +211,14 @@ class ProofreadingPanel(QWidget):
             self.message("Pick a segmentation layer opened by napari-connecto.", error=True)
             return False
         target = store if store is not None else self.store_edit.text().strip()
+        if not isinstance(target, AnnotationStore) and not target:
+            self.message("Give the annotation store (a SQLite file).", error=True)
+            return False
+        self.stop()  # the running session (and a store it opened) first
         try:
             if isinstance(target, AnnotationStore):
                 self._store, self._owns_store = target, False
             else:
-                if not target:
-                    self.message("Give the annotation store (a SQLite file).", error=True)
-                    return False
                 self._store, self._owns_store = AnnotationStore.open(target), True
             try:
                 volume = open_volume(source, mode="r+")
@@ -209,8 +227,8 @@ class ProofreadingPanel(QWidget):
             proofreader = Proofreader(self._store, volume)
         except (ConnectoError, OSError, SQLAlchemyError) as exc:
             self.message(f"Cannot start: {exc}", error=True)
+            self._release_store()
             return False
-        self.stop()
         self.session = ProofreadingSession(
             self.viewer, layer, proofreader, notify=self.message, **session_options
         )
@@ -239,10 +257,13 @@ class ProofreadingPanel(QWidget):
         session, self.session = self.session, None
         session.close()
         session.proofreader.close()
+        self._release_store()
+        self._enable(False)
+
+    def _release_store(self) -> None:
         if self._owns_store and self._store is not None:
             self._store.close()
-        self._store = None
-        self._enable(False)
+        self._store, self._owns_store = None, False
 
     # -- actions --------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:

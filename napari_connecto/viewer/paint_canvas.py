@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_connecto.proofreading.patches import VoxelPatch
+from napari_connecto.proofreading.voxels import current_voxels
 from napari_connecto.viewer.synapse_overlay import view_box
 
 if TYPE_CHECKING:
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
     from napari_connecto.proofreading.patches import Direction
     from napari_connecto.viewer.proofreading import ProofreadingSession
-    from napari_connecto.volume.processors import RemapIds
 
 __all__ = ["MAX_CANVAS_VOXELS", "PaintCanvas", "canvas_region"]
 
@@ -105,7 +106,9 @@ class PaintCanvas:
         start, stop = canvas_region(session, depth)
 
         def work() -> tuple[np.ndarray, int]:
-            return pr.volume.read_voxels(0, start, stop), pr.new_id()  # type: ignore[union-attr]
+            # what the journal says, pending write-backs included (not only what is stored)
+            voxels = current_voxels(pr.journal, pr.volume, pr.key, start, stop)  # type: ignore[arg-type]
+            return voxels, pr.new_id()
 
         def done(result: tuple[np.ndarray, int]) -> None:
             fragments, label = result
@@ -188,9 +191,16 @@ class PaintCanvas:
         self.layer.data[here] = shown
         self.layer.refresh()
 
-    def remap(self, mapping: RemapIds) -> None:
-        """Show the canvas with a new fragment -> segment table."""
-        shown = mapping(self.raw) if mapping.keys.size else self.raw.copy()
+    def show_remapped(
+        self, snapshot: np.ndarray, shown: np.ndarray, remap: Callable[[np.ndarray], np.ndarray]
+    ) -> None:
+        """Show ``shown`` (``snapshot`` remapped off the main thread) on the canvas.
+
+        Voxels painted since the snapshot are remapped here (a stroke's worth at most).
+        """
+        moved = self.raw != snapshot
+        if moved.any():
+            shown[moved] = remap(self.raw[moved])
         self._shadow = np.array(shown, copy=True)
         self.layer.data[...] = shown
         self.layer.refresh()

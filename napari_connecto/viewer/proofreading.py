@@ -26,7 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from sqlalchemy.exc import SQLAlchemyError
 
 from napari_connecto.errors import ConnectoError
 from napari_connecto.proofreading.display import DisplayRemap
@@ -120,8 +121,10 @@ class ProofreadingSession:
         self._closed = False
         self._stream = stream_of(layer)
         self.remap = DisplayRemap(proofreader.mapping())
+        self._plain_volume = None
         if self._stream is not None:
             sv = self._stream.volume
+            self._plain_volume = sv.volume
             sv.volume = sv.volume.with_processors(read=[self.remap])
             self._submit(lambda: sv.reload_where(lambda *_: True), self._redraw)
         proofreader.on_written(self._on_written)
@@ -151,14 +154,23 @@ class ProofreadingSession:
         def run() -> Any:
             try:
                 result = work()
-            except (ConnectoError, OSError, ValueError) as exc:
+            except (ConnectoError, OSError, ValueError, SQLAlchemyError) as exc:
                 text = f"{what} failed: {exc}" if what else str(exc)
-                self._bridge.call.emit(lambda: self._error(text))
+                self._bridge.call.emit(lambda: self._closed or self._error(text))
                 return None
-            if done is not None and not self._closed:
-                self._bridge.call.emit(lambda: done(result))
+            except Exception as exc:
+                logger.exception("%s failed", what or "proofreading task")
+                text = f"{what or 'task'} failed unexpectedly: {exc!r}"
+                self._bridge.call.emit(lambda: self._closed or self._error(text))
+                return None
+            if done is not None:
+                self._bridge.call.emit(lambda: self._closed or done(result))
             return result
 
+        if self._closed:
+            finished: Future[Any] = Future()
+            finished.set_result(None)
+            return finished
         return self._ops.submit(run)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
@@ -183,17 +195,23 @@ class ProofreadingSession:
     def _remap_changed(self) -> None:
         """After an assignment change: swap the table, re-read blocks showing changed ids."""
         pr, sv = self.proofreader, self._stream.volume if self._stream else None
+        canvas = self.canvas
+        snapshot = canvas.raw.copy() if canvas is not None else None
 
-        def work() -> int:
-            changed = self.remap.update(pr.mapping())
-            return sv.reload_containing(changed) if sv is not None else 0
+        def work() -> np.ndarray | None:
+            mapping = pr.mapping()
+            changed = self.remap.update(mapping)
+            if sv is not None:
+                sv.reload_containing(changed)
+            # the canvas is remapped here too, not on the main thread
+            return None if snapshot is None else self.remap(snapshot)
 
-        self._submit(work, self._after_remap)
+        def done(shown: np.ndarray | None) -> None:
+            self._redraw()
+            if self.canvas is not None and self.canvas is canvas and shown is not None:
+                self.canvas.show_remapped(snapshot, shown, self.remap)
 
-    def _after_remap(self, _result: object) -> None:
-        self._redraw()
-        if self.canvas is not None:
-            self.canvas.remap(self.remap.mapping)
+        self._submit(work, done)
 
     def _on_written(self, regions: list[Region]) -> None:
         """Write-back thread: voxels changed on disk; re-read those cached blocks."""
@@ -212,8 +230,10 @@ class ProofreadingSession:
 
     # -- live edits -----------------------------------------------------------------------
     def _poll(self) -> None:
-        if self.canvas is not None:
-            self.canvas.flush()
+        from qtpy.QtWidgets import QApplication
+
+        if self.canvas is not None and QApplication.mouseButtons() == Qt.MouseButton.NoButton:
+            self.canvas.flush()  # never mid-stroke: one stroke is one edit
         if self._ops._work_queue.qsize():
             return
         self._submit(self._sync_work, self._synced)
@@ -230,8 +250,14 @@ class ProofreadingSession:
             if patch is not None:
                 patches.append((patch, "undo" if entry.kind == "undo" else "do"))
         for entry in foreign:
-            if entry.volume == pr.key and entry.writeback == "pending":
+            if entry.volume != pr.key or entry.writeback == "none":
+                continue
+            if entry.writeback == "pending":
                 self._foreign_pending.add(entry.seq)
+                continue
+            written = pr.journal.patch(entry.ref if entry.ref is not None else entry.seq)
+            if written is not None:  # written back already: read those blocks again now
+                regions.append((written.scale, written.start, written.stop))
         for seq in sorted(self._foreign_pending):
             entry = pr.journal.entry(seq)
             if entry.writeback == "pending":
@@ -365,7 +391,7 @@ class ProofreadingSession:
     def pick(self, position_nm: np.ndarray) -> Future[Any]:
         """What a shift-click at ``position_nm`` does in the current mode."""
         pr = self.proofreader
-        pos = np.asarray(position_nm, dtype=np.float64)[-3:]
+        pos = self._voxel_centre(np.asarray(position_nm, dtype=np.float64)[-3:])
         if self.mode == "synapse":
             self.synapse_sites.append(pos)
             role = "pre" if len(self.synapse_sites) == 1 else "post"
@@ -376,10 +402,23 @@ class ProofreadingSession:
                 lambda: int(pr.segment_at(pos)[0]), lambda s: self._merge_pick(s, pos)
             )
         if self.mode == "split":
-            want_segment = not self.picks
-            lookup = pr.segment_at if want_segment else pr.fragment_at
-            return self._submit(lambda: int(lookup(pos)[0]), lambda i: self._split_pick(i, pos))
+            return self._submit(
+                lambda: (int(pr.segment_at(pos)[0]), int(pr.fragment_at(pos)[0])),
+                lambda ids: self._split_pick(ids[0] if not self.picks else ids[1], pos),
+            )
         return self._submit(lambda: None)
+
+    def _voxel_centre(self, position_nm: np.ndarray) -> np.ndarray:
+        """The centre (nm) of the voxel napari draws at ``position_nm``.
+
+        napari centres voxel ``i`` on ``translate + i * scale``; storage voxel ``i`` spans
+        ``[origin + i * res, origin + (i + 1) * res)``, so the pick is snapped to the
+        storage voxel's centre (a click on a voxel's left half picks that voxel too).
+        """
+        res = np.asarray(self.layer.scale[-3:], dtype=np.float64)
+        origin = np.asarray(self.layer.translate[-3:], dtype=np.float64)
+        index = np.round((position_nm - origin) / res)
+        return origin + (index + 0.5) * res
 
     def _merge_pick(self, segment: int, pos: np.ndarray) -> None:
         background = (
@@ -454,12 +493,19 @@ class ProofreadingSession:
     # -- life cycle -----------------------------------------------------------------------------
     def close(self) -> None:
         """Stop syncing, finish queued edits, unbind keys and mouse callbacks."""
+        if self._closed:
+            return
         with contextlib.suppress(RuntimeError):  # Qt deleted it already (app quitting)
             self._timer.stop()
+        if self.canvas is not None:
+            self.canvas.close()  # journals what is left on it first
         self._ops.shutdown(wait=True)
         self._closed = True
-        if self.canvas is not None:
-            self.canvas.close()
+        if self._stream is not None and self._plain_volume is not None:
+            sv = self._stream.volume
+            sv.volume = self._plain_volume  # the layer shows stored ids again
+            sv.reload_where(lambda *_: True)
+            self._stream.mark_dirty()
         self._unbind()
         if self._on_click in self.layer.mouse_drag_callbacks:
             self.layer.mouse_drag_callbacks.remove(self._on_click)

@@ -274,3 +274,44 @@ def test_synapse_edits_show_in_the_tables(make_napari_viewer, dataset, qtbot):
     panel.stop()
     tables.detach()
     store.close()
+
+
+def test_restart_and_closing_the_dock_stop_cleanly(make_napari_viewer, dataset, qtbot):
+    zarr_path, db = dataset
+    viewer, seg = _open(make_napari_viewer, zarr_path)
+    panel = _start(viewer, seg, db)
+    first = panel.session
+    volume = first.proofreader.volume
+    keep, absorb = _two_touching_segments(volume, seg)
+    at_absorb = _inside(volume, absorb)
+    first.merge(keep, absorb)
+    _settle(viewer, first)
+    assert _shown(seg, at_absorb) == keep
+    # Start again: the old session stops, the new one shows the same (journaled) state
+    assert panel.start(str(db), seg, confirm=lambda text: True)
+    second = panel.session
+    assert second is not first and first._closed
+    _settle(viewer, second)
+    assert _shown(seg, at_absorb) == keep
+    second.undo()
+    _settle(viewer, second)
+    assert _shown(seg, at_absorb) == absorb  # no stale table of the first session left
+    # closing the dock (napari takes the widget out of it) stops proofreading
+    viewer.window.remove_dock_widget(panel)
+    _process(0.2)
+    assert panel.session is None and second._closed
+    assert not second._timer.isActive()
+
+
+def test_a_click_anywhere_on_a_drawn_voxel_picks_that_voxel(make_napari_viewer, dataset, qtbot):
+    zarr_path, db = dataset
+    viewer, seg = _open(make_napari_viewer, zarr_path)
+    panel = _start(viewer, seg, db)
+    res = np.asarray(seg.scale)
+    origin = np.asarray(seg.translate)
+    voxel = np.array([3, 100, 57])
+    drawn_centre = origin + voxel * res  # napari centres voxel i on translate + i * scale
+    for offset in (-0.45, 0.0, 0.45):
+        picked = panel.session._voxel_centre(drawn_centre + offset * res)
+        assert np.array_equal(np.floor((picked - origin) / res).astype(int), voxel)
+    panel.stop()
