@@ -24,7 +24,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -36,7 +37,13 @@ if TYPE_CHECKING:
 
     from napari_connecto.volume.scale import Index3, Scale
 
-__all__ = ["mean_downsample", "mode_downsample", "pyramid_factor", "update_pyramid"]
+__all__ = [
+    "mean_downsample",
+    "mode_downsample",
+    "pyramid_factor",
+    "pyramid_regions",
+    "update_pyramid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +282,36 @@ def update_pyramid(
     if volume.read_processors or volume.write_processors:
         raw = Volume(volume.backend, max_read_bytes=volume.max_read_bytes)
     reduce = mode_downsample if labels else mean_downsample
-    scales = volume.scales
     fresh: dict[int, tuple[Index3, np.ndarray]] = {}
     batch: list[tuple[int, Sequence[int], np.ndarray]] = []
+    for step in _plan(volume, lo, hi):
+        finer = raw.read_voxels(step.src, step.f_lo, step.f_hi)
+        if step.src in fresh:
+            _paste(finer, step.f_lo, fresh[step.src][1], fresh[step.src][0])
+        coarse = reduce(finer, step.factor)
+        fresh[step.dst] = (step.c_lo, coarse)
+        batch.append((step.dst, step.c_lo, coarse))
+        regions.append((step.dst, step.c_lo, step.c_hi))
+    if batch:
+        raw.write_batch(batch)
+    return regions
+
+
+class _Step(NamedTuple):
+    """One coarser scale to recompute: from ``src``, its region and the finer one it reads."""
+
+    src: int
+    dst: int
+    factor: Index3
+    c_lo: Index3
+    c_hi: Index3
+    f_lo: Index3
+    f_hi: Index3
+
+
+def _plan(volume: Volume, lo: Index3, hi: Index3) -> Iterator[_Step]:
+    """The chain of coarser regions covering scale-0 voxels ``[lo, hi)``."""
+    scales = volume.scales
     src = 0
     for dst in range(1, len(scales)):
         factor = pyramid_factor(scales[src], scales[dst])
@@ -286,18 +320,22 @@ def update_pyramid(
             continue
         c_lo, c_hi, f_lo, f_hi = _cover(lo, hi, factor, scales[src].shape, scales[dst].shape)
         if any(b <= a for a, b in zip(c_lo, c_hi, strict=True)):
-            break
-        finer = raw.read_voxels(src, f_lo, f_hi)
-        if src in fresh:
-            _paste(finer, f_lo, fresh[src][1], fresh[src][0])
-        coarse = reduce(finer, factor)
-        fresh[dst] = (c_lo, coarse)
-        batch.append((dst, c_lo, coarse))
-        regions.append((dst, c_lo, c_hi))
+            return
+        yield _Step(src, dst, factor, c_lo, c_hi, f_lo, f_hi)
         src, lo, hi = dst, c_lo, c_hi
-    if batch:
-        raw.write_batch(batch)
-    return regions
+
+
+def pyramid_regions(
+    volume: Volume, start: Sequence[int], stop: Sequence[int]
+) -> list[tuple[int, Index3, Index3]]:
+    """The regions :func:`update_pyramid` writes for scale-0 voxels ``[start, stop)``, no I/O.
+
+    For cache invalidation after another process wrote them.
+    """
+    lo, hi = _clipped(volume.scales[0].shape, start, stop)
+    if any(b <= a for a, b in zip(lo, hi, strict=True)):
+        return []
+    return [(0, lo, hi)] + [(s.dst, s.c_lo, s.c_hi) for s in _plan(volume, lo, hi)]
 
 
 def _cover(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Connection, case, select
@@ -12,9 +12,10 @@ from napari_connecto.annotations import schema
 
 if TYPE_CHECKING:
     from napari_connecto.proofreading.journal import Journal
+    from napari_connecto.proofreading.patches import Direction, VoxelPatch
     from napari_connecto.volume.volume import Volume
 
-__all__ = ["current_voxels", "pending_overlapping"]
+__all__ = ["current_voxels", "overlay_patch", "pending_overlapping"]
 
 
 def pending_overlapping(
@@ -59,17 +60,24 @@ def current_voxels(
     for seq, direction in pending:
         patch = journal.patch(seq)
         if patch is not None:
-            _overlay(out, begin, end, patch, direction)
+            overlay_patch(out, begin, patch, direction)
     return out
 
 
-def _overlay(out: np.ndarray, begin: Any, end: Any, patch: Any, direction: str) -> None:
-    """Write ``patch`` (in ``direction``) into ``out``, which covers ``[begin, end)``."""
+def overlay_patch(
+    out: np.ndarray, begin: Sequence[int], patch: VoxelPatch, direction: Direction
+) -> tuple[slice, ...] | None:
+    """Write ``patch`` (in ``direction``) into ``out``, whose first voxel is ``begin``.
+
+    Returns the slices of ``out`` the patch overlaps (``None`` if it misses it).
+    """
+    end = [a + n for a, n in zip(begin, out.shape, strict=True)]
     lo = [max(a, b) for a, b in zip(patch.start, begin, strict=True)]
     hi = [min(a, b) for a, b in zip(patch.stop, end, strict=True)]
     if any(b <= a for a, b in zip(lo, hi, strict=True)):
-        return
+        return None
     here = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, begin, strict=True))
     there = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, patch.start, strict=True))
     mask = patch.mask[there]
     out[here][mask] = patch.values(direction)[there][mask]
+    return here

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_connecto.proofreading.patches import VoxelPatch
-from napari_connecto.proofreading.voxels import current_voxels
+from napari_connecto.proofreading.voxels import current_voxels, overlay_patch
 from napari_connecto.viewer.synapse_overlay import view_box
 
 if TYPE_CHECKING:
@@ -178,14 +178,9 @@ class PaintCanvas:
 
     def apply_patch(self, patch: VoxelPatch, direction: Direction) -> None:
         """Show an undo/redo (or another session's paint) where it overlaps the canvas."""
-        lo = [max(a, b) for a, b in zip(patch.start, self.start, strict=True)]
-        hi = [min(a, b) for a, b in zip(patch.stop, self.stop, strict=True)]
-        if any(b <= a for a, b in zip(lo, hi, strict=True)):
+        here = overlay_patch(self.raw, self.start, patch, direction)
+        if here is None:
             return
-        here = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, self.start, strict=True))
-        there = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, patch.start, strict=True))
-        mask = patch.mask[there]
-        self.raw[here][mask] = patch.values(direction)[there][mask]
         shown = self.session.remap(self.raw[here])
         self._shadow[here] = shown
         self.layer.data[here] = shown

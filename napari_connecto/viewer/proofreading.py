@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from napari_connecto.errors import ConnectoError
 from napari_connecto.proofreading.display import DisplayRemap
 from napari_connecto.viewer.streaming import stream_of
+from napari_connecto.volume.processors import RemapIds
 
 if TYPE_CHECKING:
     import napari
@@ -120,13 +121,13 @@ class ProofreadingSession:
         self._ops = ThreadPoolExecutor(1, thread_name_prefix="connecto-edits")
         self._closed = False
         self._stream = stream_of(layer)
-        self.remap = DisplayRemap(proofreader.mapping())
+        self.remap = DisplayRemap(RemapIds(np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
         self._plain_volume = None
         if self._stream is not None:
             sv = self._stream.volume
             self._plain_volume = sv.volume
             sv.volume = sv.volume.with_processors(read=[self.remap])
-            self._submit(lambda: sv.reload_where(lambda *_: True), self._redraw)
+        self._remap_changed()  # the store's table is loaded on the edit thread
         proofreader.on_written(self._on_written)
         self._timer = QTimer()
         self._timer.setInterval(SYNC_INTERVAL_MS)
@@ -546,20 +547,15 @@ def attach_proofreading(
 
 
 def _with_pyramid(session: ProofreadingSession, regions: list[Region]) -> list[Region]:
-    """Level-0 regions another process wrote, extended to every coarser scale."""
+    """Scale-0 regions another process wrote, with the coarser regions it recomputed."""
+    from napari_connecto.proofreading.downsample import pyramid_regions
+
     volume = session.proofreader.volume
     if volume is None:
         return regions
-    out = list(regions)
-    base = volume.scales[0].resolution.as_tuple()
+    out: list[Region] = []
     for scale, start, stop in regions:
-        if scale != 0:
-            continue
-        for level, sc in enumerate(volume.scales[1:], start=1):
-            f = [r / b for r, b in zip(sc.resolution.as_tuple(), base, strict=True)]
-            lo = tuple(int(a // max(x, 1e-9)) for a, x in zip(start, f, strict=True))
-            hi = tuple(int(-(-b // max(x, 1e-9))) for b, x in zip(stop, f, strict=True))
-            out.append((level, lo, hi))  # type: ignore[arg-type]
+        out += pyramid_regions(volume, start, stop) if scale == 0 else [(scale, start, stop)]
     return out
 
 
