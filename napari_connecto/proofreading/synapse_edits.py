@@ -73,8 +73,12 @@ def _next_ids(conn: Connection, count: int) -> list[int]:
     keeps the ids of deleted or undone synapses from being given to new ones.
     """
     table, meta = schema.synapses, schema.meta
-    top = conn.execute(select(func.max(table.c.id)).where(table.c.id >= 0)).scalar()
-    stored = conn.execute(select(meta.c.value).where(meta.c.key == _NEXT_SYNAPSE)).scalar()
+    top, stored = conn.execute(  # one round trip for both
+        select(
+            select(func.max(table.c.id)).where(table.c.id >= 0).scalar_subquery(),
+            select(meta.c.value).where(meta.c.key == _NEXT_SYNAPSE).scalar_subquery(),
+        )
+    ).one()
     first = max((int(top) if top is not None else 0) + 1, int(stored) if stored else 1)
     if first + count > 2**63:
         raise EditError("no synapse ids are left below 2**63")
