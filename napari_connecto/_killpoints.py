@@ -27,6 +27,7 @@ LABELS = (
     "before-rename",
     "before-pyramid",
     "after-volume-write",
+    "mid-server-edit",
 )
 """Labels the write paths call :func:`reach` with.
 
@@ -41,7 +42,9 @@ LABELS = (
 ``before-pyramid``
     the finest scale of an edit is written, its coarser scales are not;
 ``after-volume-write``
-    every scale of an edit is written, the journal does not yet say so.
+    every scale of an edit is written, the journal does not yet say so;
+``mid-server-edit``
+    a server-side cleave is done, the renumber to the journal's id is not.
 """
 
 _counts: dict[str, int] = {}

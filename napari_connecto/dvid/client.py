@@ -289,6 +289,18 @@ class DvidClient:
         body = [int(s) for s in supervoxels]
         return int(self.post_json(f"node/{uuid}/{instance}/cleave/{label}", body)["CleavedLabel"])
 
+    def mapping(self, uuid: str, instance: str, supervoxels: Iterable[int]) -> list[int]:
+        """The labels the given supervoxels belong to now (one request)."""
+        body = [int(s) for s in supervoxels]
+        if not body:
+            return []
+        return [int(v) for v in self.get_json(f"node/{uuid}/{instance}/mapping", body=body)]
+
+    def renumber(self, uuid: str, instance: str, pairs: Iterable[tuple[int, int]]) -> None:
+        """Give each ``old`` label of ``(new, old)`` pairs the id ``new``."""
+        body = [int(v) for pair in pairs for v in pair]
+        self.post_json(f"node/{uuid}/{instance}/renumber", body)
+
     # -- keyvalue --------------------------------------------------------------------------
     def keys(self, uuid: str, instance: str) -> list[str]:
         """Every key of a keyvalue instance."""

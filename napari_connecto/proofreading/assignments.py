@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from napari_connecto.annotations.store import AnnotationStore
 
 __all__ = [
+    "FragmentLookup",
     "cleave_record",
+    "ensure_neurons",
+    "follow_cleave",
+    "follow_merge",
     "fragments_of",
     "load_mapping",
     "merge_record",
@@ -156,19 +160,10 @@ def merge_record(conn: Connection, volume: str, keep: int, absorb: int, now: flo
             )
     moved = fragments_of(conn, volume, absorb)
     changes = _assign(conn, volume, moved, keep)
-    updates: dict[int, dict[str, int]] = {}
-    for row in _synapses_of(conn, [absorb]):
-        fields = updates.setdefault(int(row["id"]), {})  # type: ignore[call-overload]
-        if row["pre_id"] == absorb:
-            fields["pre_id"] = keep
-        if row["post_id"] == absorb:
-            fields["post_id"] = keep
-    syn = relabel_synapses(conn, updates, now)
-    if syn:
-        changes += ensure_neurons(conn, [keep])
+    syn = follow_merge(conn, keep, absorb, now)
     changes += syn
     keys = {segment_key(volume, keep), segment_key(volume, absorb)}
-    keys.update(synapse_key(c.key[0]) for c in syn)
+    keys.update(synapse_key(c.key[0]) for c in syn if c.table == "synapses")
     return EditRecord(
         kind="merge",
         volume=volume,
@@ -177,6 +172,19 @@ def merge_record(conn: Connection, volume: str, keep: int, absorb: int, now: flo
         changes=tuple(changes),
         extra={"keep": keep, "absorb": absorb, "fragments": moved},
     )
+
+
+def follow_merge(conn: Connection, keep: int, absorb: int, now: float) -> list[RowChange]:
+    """Changes moving the synapse partners ``absorb`` to ``keep`` (with its neuron row)."""
+    updates: dict[int, dict[str, int]] = {}
+    for row in _synapses_of(conn, [absorb]):
+        fields = updates.setdefault(int(row["id"]), {})  # type: ignore[call-overload]
+        if row["pre_id"] == absorb:
+            fields["pre_id"] = keep
+        if row["post_id"] == absorb:
+            fields["post_id"] = keep
+    syn = relabel_synapses(conn, updates, now)
+    return (ensure_neurons(conn, [keep]) if syn else []) + syn
 
 
 def cleave_record(
@@ -213,7 +221,7 @@ def cleave_record(
         raise EditError(f"cleaving every fragment of {from_db_one(segment)} changes nothing")
     # the fragments left behind keep the segment's id (even if its own fragment moves)
     changes = _assign(conn, volume, chosen, new_segment)
-    syn = _follow_cleave(conn, segment, set(chosen), new_segment, fragment_at=fragment_at, now=now)
+    syn = follow_cleave(conn, segment, set(chosen), new_segment, fragment_at=fragment_at, now=now)
     if syn:
         changes += ensure_neurons(conn, [new_segment])
     changes += syn
@@ -232,7 +240,7 @@ def cleave_record(
     )
 
 
-def _follow_cleave(
+def follow_cleave(
     conn: Connection,
     segment: int,
     moved: set[int],
@@ -241,6 +249,7 @@ def _follow_cleave(
     fragment_at: FragmentLookup | None,
     now: float,
 ) -> list[RowChange]:
+    """Changes moving synapse partners ``segment`` whose site lies in ``moved`` fragments."""
     rows = _synapses_of(conn, [segment])
     if not rows or fragment_at is None:
         return []

@@ -29,6 +29,7 @@ from napari_connecto.proofreading.ids import allocate_ids, next_id, volume_max_i
 from napari_connecto.proofreading.journal import Journal, JournalEntry
 from napari_connecto.proofreading.paint import VoxelFrame, paint_record
 from napari_connecto.proofreading.patches import VoxelPatch
+from napari_connecto.proofreading.server_api import ServerEditing
 from napari_connecto.proofreading.synapse_api import SynapseEditing
 from napari_connecto.proofreading.voxels import current_voxels
 from napari_connecto.proofreading.writeback import Region, WriteBack
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 Point = Sequence[float]
 
 
-class Proofreader(SynapseEditing):
+class Proofreader(SynapseEditing, ServerEditing):
     """Edits of one segmentation and its annotation store, journaled, with undo and redo.
 
     Parameters
@@ -90,11 +91,20 @@ class Proofreader(SynapseEditing):
         self._mapping: RemapIds | None = None
         self._listeners: list[Callable[[list[JournalEntry]], None]] = []
         self._written: list[Callable[[list[Region]], None]] = []
+        self._relabelled: list[Callable[[list[int]], None]] = []
         self._writeback = (
-            WriteBack(self.journal, volume, self.key, self._on_written)  # type: ignore[arg-type]
+            WriteBack(
+                self.journal,
+                volume,  # type: ignore[arg-type]
+                self.key,
+                self._on_written,
+                on_relabelled=self._on_relabelled,
+            )
             if volume is not None
             else None
         )
+        self.server = self._writeback.server if self._writeback is not None else None
+        """The server that keeps the segmentation's agglomeration (DVID), if any."""
         self._background = background
         self._wake = threading.Event()
         self._idle = threading.Event()
@@ -142,6 +152,14 @@ class Proofreader(SynapseEditing):
     def _on_written(self, regions: list[Region]) -> None:
         for callback in list(self._written):
             callback(regions)
+
+    def on_relabelled(self, callback: Callable[[list[int]], None]) -> None:
+        """Call ``callback(labels)`` (write-back thread) after a server merge or cleave."""
+        self._relabelled.append(callback)
+
+    def _on_relabelled(self, labels: list[int]) -> None:
+        for callback in list(self._relabelled):
+            callback(labels)
 
     def _write_loop(self) -> None:
         assert self._writeback is not None
@@ -240,8 +258,8 @@ class Proofreader(SynapseEditing):
         if volume.backend.server_agglomeration:
             raise EditError(
                 f"{volume.source}: the server keeps this segmentation's agglomeration "
-                f"({volume.format}); merge, split and paint there are not supported yet "
-                "(use the server's own tools, e.g. DvidClient.merge/cleave)"
+                f"({volume.format}); merge and cleave go to the server, but painting and "
+                "the seeded split are not supported there"
             )
         return volume
 
@@ -257,21 +275,30 @@ class Proofreader(SynapseEditing):
         return VoxelFrame(sc.resolution.as_tuple(), sc.origin_nm.as_tuple())
 
     def fragment_at(self, positions_nm: np.ndarray | Point) -> np.ndarray:
-        """Fragment ids (uint64) stored at ``(N, 3)`` nm positions (blocking reads)."""
+        """Fragment ids (uint64) at ``(N, 3)`` nm positions (DVID: supervoxels)."""
+        return self._stored_at(positions_nm, supervoxels=self.server is not None)
+
+    def segment_at(self, positions_nm: np.ndarray | Point) -> np.ndarray:
+        """Segment ids (uint64) shown at ``(N, 3)`` nm positions."""
+        if self.server is not None:  # the server's agglomerated labels, as read
+            return self._stored_at(positions_nm)
+        return self.mapping()(self._stored_at(positions_nm))
+
+    def _stored_at(self, positions_nm: np.ndarray | Point, supervoxels: bool = False) -> np.ndarray:
+        """Voxel values read at nm positions (0 outside), or the server's supervoxels."""
         volume = self._need_volume()
         pos = np.asarray(positions_nm, dtype=np.float64).reshape(-1, 3)
         voxels = self.frame().to_voxels(pos)
         out = np.zeros(len(pos), dtype=np.uint64)
-        shape = np.asarray(volume.scales[0].shape)
-        for i, v in enumerate(voxels):
-            if np.all((v >= 0) & (v < shape)):
-                block = volume.read_voxels(0, tuple(v), tuple(v + 1))
-                out[i] = np.uint64(block.reshape(-1)[0])
+        inside = np.all((voxels >= 0) & (voxels < np.asarray(volume.scales[0].shape)), axis=1)
+        if supervoxels and self.server is not None:  # one request for all of them
+            if inside.any():
+                out[inside] = self.server.supervoxels_at(voxels[inside])
+            return out
+        for i in np.flatnonzero(inside):
+            v = voxels[i]
+            out[i] = np.uint64(volume.read_voxels(0, tuple(v), tuple(v + 1)).reshape(-1)[0])
         return out
-
-    def segment_at(self, positions_nm: np.ndarray | Point) -> np.ndarray:
-        """Segment ids (uint64) shown at ``(N, 3)`` nm positions."""
-        return self.mapping()(self.fragment_at(positions_nm))
 
     def fragments_of(self, segment: int) -> np.ndarray:
         """Fragment ids (uint64) of a segment."""
@@ -293,13 +320,25 @@ class Proofreader(SynapseEditing):
         return list(range(first, first + count))
 
     def merge(self, keep: int, absorb: int) -> int:
-        """Merge segment ``absorb`` into ``keep``; return the journal seq."""
+        """Merge segment ``absorb`` into ``keep``; return the journal seq.
+
+        On a DVID labelmap the merge is journaled here and sent to the server by the
+        write-back (``POST merge``); :meth:`commit` waits for it.
+        """
+        if self.server is not None:
+            return self._server_merge(self.server, keep, absorb)
         self._need_local_agglomeration()
         k, a = to_db_one(keep), to_db_one(absorb)
         return self._commit(lambda c: assignments.merge_record(c, self.key, k, a, time.time()))
 
     def cleave(self, segment: int, fragments: Sequence[int]) -> tuple[int, int]:
-        """Move ``fragments`` of ``segment`` to a new segment; return ``(seq, new id)``."""
+        """Move ``fragments`` of ``segment`` to a new segment; return ``(seq, new id)``.
+
+        On a DVID labelmap the fragments are supervoxels, the new id is reserved on the
+        server (``nextlabel``) and the write-back cleaves there.
+        """
+        if self.server is not None:
+            return self._server_cleave(self.server, segment, fragments)
         self._need_local_agglomeration()
         self.commit()  # synapse sites are looked up in the voxels earlier edits wrote
         new = self.new_id()

@@ -24,6 +24,7 @@ import numpy as np
 from napari_connecto import _killpoints
 from napari_connecto.errors import ConnectoError, EditError
 from napari_connecto.proofreading.downsample import update_pyramid
+from napari_connecto.proofreading.server_edits import agglomeration_of, apply_server_edit
 from napari_connecto.volume.volume import Volume
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ class WriteBack:
     pyramid : bool
         Recompute the coarser scales of each edited region (default). Turn it off only
         for a volume whose pyramid is rebuilt afterwards as a whole.
+    on_relabelled : callable, optional
+        Called with the labels whose voxels read differently after a server-side merge
+        or cleave (DVID) was written back.
     """
 
     def __init__(
@@ -96,12 +100,16 @@ class WriteBack:
         on_written: Callable[[list[Region]], None] | None = None,
         *,
         pyramid: bool = True,
+        on_relabelled: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.journal = journal
         self.volume = volume
         self.key = key
         self.on_written = on_written
+        self.on_relabelled = on_relabelled
         self.pyramid = pyramid
+        self.server = agglomeration_of(volume)
+        """Where merges and cleaves are written back, if a server keeps the agglomeration."""
         self._lock_path = lock_path_for(volume)
         self._raw = (
             Volume(volume.backend, max_read_bytes=volume.max_read_bytes)
@@ -137,6 +145,14 @@ class WriteBack:
         if source is None:
             raise EditError(f"journal row {entry.seq} ({entry.kind}) points at no edit")
         direction: Direction = "undo" if entry.kind == "undo" else "do"
+        if entry.kind in ("undo", "redo", "merge", "cleave") and self.server is not None:
+            payload = self.journal.payload(source)
+            if payload.get("server"):
+                kind = entry.kind if entry.ref is None else self.journal.entry(source).kind
+                labels = apply_server_edit(self.server, kind, payload, direction)
+                if self.on_relabelled is not None:
+                    self.on_relabelled(labels)
+                return []
         patch = self.journal.patch(source)
         if patch is None:
             return []

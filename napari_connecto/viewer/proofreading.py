@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from napari_connecto.errors import ConnectoError
 from napari_connecto.proofreading.display import DisplayRemap
+from napari_connecto.proofreading.server_edits import server_labels
 from napari_connecto.viewer.streaming import stream_of
 from napari_connecto.volume.processors import RemapIds
 
@@ -129,6 +130,7 @@ class ProofreadingSession:
             sv.volume = sv.volume.with_processors(read=[self.remap])
         self._remap_changed()  # the store's table is loaded on the edit thread
         proofreader.on_written(self._on_written)
+        proofreader.on_relabelled(self._on_relabelled)
         self._timer = QTimer()
         self._timer.setInterval(SYNC_INTERVAL_MS)
         self._timer.timeout.connect(self._poll)
@@ -224,6 +226,14 @@ class ProofreadingSession:
             sv.reload_region(scale, start, stop)
         self._bridge.call.emit(self._after_write)
 
+    def _on_relabelled(self, labels: list[int]) -> None:
+        """Write-back thread: the server merged or cleaved these labels; re-read their blocks."""
+        sv = self._stream.volume if self._stream else None
+        if sv is None or self._closed or not labels:
+            return
+        sv.reload_containing(np.asarray(labels, dtype=np.uint64))
+        self._bridge.call.emit(self._after_write)
+
     def _after_write(self) -> None:
         self._redraw()
         for callback in list(self.written):
@@ -250,23 +260,24 @@ class ProofreadingSession:
             patch = pr.journal.patch(entry.ref if entry.ref is not None else entry.seq)
             if patch is not None:
                 patches.append((patch, "undo" if entry.kind == "undo" else "do"))
-        for entry in foreign:
-            if entry.volume != pr.key or entry.writeback == "none":
-                continue
-            if entry.writeback == "pending":
-                self._foreign_pending.add(entry.seq)
-                continue
-            written = pr.journal.patch(entry.ref if entry.ref is not None else entry.seq)
-            if written is not None:  # written back already: read those blocks again now
-                regions.append((written.scale, written.start, written.stop))
+        relabelled: list[int] = []
+        done = [e for e in foreign if e.volume == pr.key and e.writeback != "none"]
+        self._foreign_pending.update(e.seq for e in done if e.writeback == "pending")
+        done = [e for e in done if e.writeback != "pending"]
         for seq in sorted(self._foreign_pending):
             entry = pr.journal.entry(seq)
-            if entry.writeback == "pending":
-                continue
-            self._foreign_pending.discard(seq)
-            patch = pr.journal.patch(entry.ref if entry.ref is not None else seq)
+            if entry.writeback != "pending":
+                self._foreign_pending.discard(seq)
+                done.append(entry)
+        for entry in done:  # written back already: read those blocks again now
+            source = entry.ref if entry.ref is not None else entry.seq
+            patch = pr.journal.patch(source)
             if patch is not None:
                 regions.append((patch.scale, patch.start, patch.stop))
+            elif pr.server is not None:
+                relabelled += server_labels(pr.journal.payload(source))
+        if relabelled:
+            self._on_relabelled(relabelled)
         return foreign, regions, patches
 
     def _synced(self, result: tuple[list[JournalEntry], list[Region], list[Any]]) -> None:

@@ -251,6 +251,29 @@ class Labelmap(VoxelInstance):
         self.touch(ctx, {label, new_label}, mutid)
         return new_label, mutid
 
+    def renumber(self, ctx: Ctx, pairs: list[tuple[int, int]]) -> int:
+        """Give each ``old`` label the id ``new`` (``POST .../renumber``); returns the mutation ID.
+
+        As in DVID, a new id must not be in use and an old one must exist; either fails
+        the whole request before anything changes.
+        """
+        index = self.sv_index(ctx.ancestry)
+        present = {self.label_of(ctx.ancestry, sv) for sv in index.counts}
+        for new, old in pairs:
+            if old not in present:
+                raise BadRequest(f"can't renumber non-existent label {old}")
+            if new in present:
+                raise BadRequest(f"can't renumber {old} to label {new}, which already exists")
+        mutid = ctx.repo.new_mutation_id()
+        for new, old in pairs:
+            for sv in self.supervoxels_of(ctx.ancestry, old, index):
+                self.mapping.put(sv, ctx.version, new)
+            present.add(new)
+            present.discard(old)
+            self.lastmod.delete(old, ctx.version, ctx.ancestry)
+        self.touch(ctx, {new for new, _ in pairs}, mutid)
+        return mutid
+
     # -- persistence ------------------------------------------------------------------------
 
     def dump(self, snap: Snapshot) -> dict[str, Any]:

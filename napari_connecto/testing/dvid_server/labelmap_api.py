@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 _PROTECTED = "Label 0 is protected background value and cannot be {}.\n"
-_INDEXED_ONLY = {"sparsevol", "sparsevol-coarse", "maxlabel", "nextlabel", "cleave", "merge"}
+_INDEXED_ONLY = {
+    "sparsevol", "sparsevol-coarse", "maxlabel", "nextlabel", "cleave", "merge", "renumber",
+}  # fmt: skip
 
 
 def _text(body: str, content_type: str = JSON) -> Response:
@@ -360,6 +362,22 @@ def _cleave(lm: Labelmap, req: Request, ctx: Ctx) -> Response:
     return _text(f'{{"CleavedLabel": {new_label}, "MutationID": {mutid}}}')
 
 
+def _renumber(lm: Labelmap, req: Request, ctx: Ctx) -> Response:
+    if req.method != "POST":
+        raise BadRequest("Renumber requests must be POST actions.")
+    try:
+        values = [int(v) for v in json.loads(req.body)]
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"Bad renumber JSON: {exc}") from exc
+    if not values or len(values) % 2:
+        raise BadRequest("renumber needs pairs of labels: [new1, old1, new2, old2, ...]")
+    pairs = list(zip(values[::2], values[1::2], strict=True))
+    if any(0 in pair for pair in pairs):
+        raise BadRequest(_PROTECTED.format("renumbered"))
+    lm.renumber(ctx, pairs)
+    return _text("")
+
+
 def _raw(lm: Labelmap, req: Request, ctx: Ctx) -> Response:
     parts = req.parts
     if len(parts) < 7:
@@ -457,4 +475,5 @@ _HANDLERS: dict[str, Callable[[Labelmap, Request, Ctx], Response]] = {
     "nextlabel": _nextlabel,
     "merge": _merge,
     "cleave": _cleave,
+    "renumber": _renumber,
 }
