@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -36,9 +37,13 @@ __all__ = [
     "metadata",
     "neurons",
     "synapses",
+    "version_assignments",
+    "version_neurons",
+    "version_synapses",
+    "versions",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the tables below; stored in ``connecto_meta`` under ``schema_version``."""
 
 metadata = MetaData()
@@ -194,6 +199,49 @@ assignments = Table(
 
 _PROOFREADING = (edits, edit_keys, edit_voxels, assignments)
 
+# -- versions (schema version 3) --------------------------------------------------------
+# A version is an immutable snapshot of the synapses, neurons and assignments, copied in
+# one transaction (see :mod:`.versions`). Snapshot rows are never updated; deleting a
+# version deletes all of its rows.
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("author", Text, nullable=False, server_default=""),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("journal_seq", Integer, nullable=False, server_default="0"),  # last edit frozen
+    Column("n_synapses", Integer, nullable=False, server_default="0"),
+    Column("n_neurons", Integer, nullable=False, server_default="0"),
+    Column("n_assignments", Integer, nullable=False, server_default="0"),
+)
+
+
+def _snapshot_of(source: Table, *indexes: tuple[str, ...]) -> Table:
+    """A table holding ``source``'s rows per version: ``version`` + its columns."""
+    name = f"version_{source.name}"
+    keys = ["version", *(c.name for c in source.primary_key.columns)]
+    columns = [
+        Column(c.name, BigInteger if c.name == "id" else c.type, nullable=c.nullable)
+        for c in source.c
+    ]
+    return Table(
+        name,
+        metadata,
+        Column("version", Integer, nullable=False),
+        *columns,
+        PrimaryKeyConstraint(*keys, name=f"pk_{name}"),
+        *(Index(f"ix_{name}_{'_'.join(cols)}", "version", *cols) for cols in indexes),
+    )
+
+
+version_synapses = _snapshot_of(synapses, ("pre_id",), ("post_id",), ("cell",))
+version_neurons = _snapshot_of(neurons)
+version_assignments = _snapshot_of(assignments, ("volume", "segment"))
+
+_VERSIONS = (versions, version_synapses, version_neurons, version_assignments)
+
 
 def _add_proofreading(conn: Connection) -> None:
     """Version 1 -> 2: the edit journal and the fragment -> segment assignments."""
@@ -201,7 +249,13 @@ def _add_proofreading(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_proofreading}
+def _add_versions(conn: Connection) -> None:
+    """Version 2 -> 3: named, immutable snapshots (versions) and their rows."""
+    for table in _VERSIONS:
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_proofreading, 2: _add_versions}
 """``MIGRATIONS[v](conn)`` upgrades a version-``v`` store to ``v + 1``."""
 
 

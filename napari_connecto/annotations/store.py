@@ -20,6 +20,7 @@ from napari_connecto.annotations.filters import parse_filter, to_sql
 from napari_connecto.annotations.frames import SYNAPSE_STATUSES, ImportBatch
 from napari_connecto.annotations.ids import from_db_one, to_db, to_db_one
 from napari_connecto.annotations.merge import ImportSummary, import_batch
+from napari_connecto.annotations.versions import VersionsMixin
 from napari_connecto.errors import AnnotationError
 from napari_connecto.geometry import BBox, Vec3
 
@@ -56,11 +57,12 @@ class ReviewProgress:
         return self.reviewed / self.total if self.total else 1.0
 
 
-class AnnotationStore:
+class AnnotationStore(VersionsMixin):
     """Neurons, synapses and bookmarks of one dataset, in SQLite (default) or PostgreSQL.
 
     Ids are uint64 end to end. Positions are z, y, x in nm. Every write is one
     transaction; a locked SQLite file is retried, then :class:`StoreLockedError`.
+    Named, immutable versions: :class:`.versions.VersionsMixin`.
 
     Parameters
     ----------
