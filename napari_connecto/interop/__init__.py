@@ -1,0 +1,1 @@
+"""Interop with other tools: Neuroglancer states and URLs (headless)."""
