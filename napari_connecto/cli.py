@@ -1,4 +1,7 @@
-"""The ``napari-connecto`` command: ``view``, ``info``, ``demo``, ``import`` and ``synapses``."""
+"""The ``napari-connecto`` command.
+
+Subcommands: view, info, demo, import, synapses, ng-state, version and export.
+"""
 
 from __future__ import annotations
 
@@ -102,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--neuron", type=_neuron_id, metavar="ID", help="select this neuron")
     _add_screenshot(demo)
     _add_annotation_commands(sub)
+    from napari_connecto import _cli_export, _cli_versions
+    from napari_connecto.interop.ngcli import add_ng_state_parser
+
+    add_ng_state_parser(sub)
+    _cli_versions.add_parser(sub)
+    _cli_export.add_parser(sub)
     return parser
 
 
@@ -203,16 +212,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_cache(args)
         if args.command == "info":
             return _info(args.source, as_json=args.json)
-        if args.command == "import":
-            return _import(args)
-        if args.command == "synapses":
-            return _synapses(args)
-        if args.command == "demo":
-            return _demo(args)
+        commands = {
+            "import": _import,
+            "synapses": _synapses,
+            "demo": _demo,
+            "ng-state": _ng_state,
+            "version": _version,
+            "export": _export,
+        }
+        if args.command in commands:
+            return commands[args.command](args)
         return _view(args.sources, args.at, args.screenshot, args.annotations, args.neuron)
     except ConnectoError as exc:
         sys.stderr.write(f"napari-connecto: {exc}\n")
         return 2
+
+
+def _ng_state(args: argparse.Namespace) -> int:
+    from napari_connecto.interop.ngcli import run_ng_state
+
+    return run_ng_state(args)
+
+
+def _version(args: argparse.Namespace) -> int:
+    from napari_connecto import _cli_versions
+
+    return _cli_versions.run(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from napari_connecto import _cli_export
+
+    return _cli_export.run(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
