@@ -1,0 +1,1 @@
+"""Per-object data: meshes, skeletons and per-segment attributes (headless)."""
