@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     from napari_connecto.objects.skeleton import Skeleton
     from napari_connecto.source import SourceLike
 
-__all__ = ["DEFAULT_COLOR", "SkeletonController", "add_skeleton", "show_segment_skeleton"]
+__all__ = [
+    "DEFAULT_COLOR",
+    "SkeletonController",
+    "add_skeleton",
+    "controller_of",
+    "show_segment_skeleton",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,14 @@ NODE_SIZE = 3.0
 NODE_SCREEN_PX = (5.0, 24.0)
 EDGE_WIDTH = 2.0
 _UNITS = ("nm", "nm", "nm")
+_CONTROLLERS: weakref.WeakValueDictionary[int, SkeletonController] = weakref.WeakValueDictionary()
+"""Controllers by ``id`` of their layers (each layer's click callback keeps its controller)."""
+
+
+def controller_of(layer: Any) -> SkeletonController | None:
+    """The controller of a skeleton's nodes or edges layer, else ``None``."""
+    found = _CONTROLLERS.get(id(layer))
+    return found if found is not None and layer in (found.nodes, found.edges) else None
 
 
 class SkeletonController:
@@ -70,6 +84,8 @@ class SkeletonController:
         self.edges = edges
         self.jumps: list[int] = []
         nodes.mouse_drag_callbacks.append(self._on_press)
+        _CONTROLLERS[id(nodes)] = self
+        _CONTROLLERS[id(edges)] = self
 
     @property
     def viewer(self) -> napari.Viewer | None:
