@@ -236,7 +236,7 @@ class ProofreadingPanel(QWidget):
         self.session.written.append(self._refresh_history)
         self.store_edit.setText(self._store.where)
         self._enable(True)
-        self.paint_button.setEnabled(volume.writable and not volume.backend.server_agglomeration)
+        self.paint_button.setEnabled(volume.writable)
         self._attach_tables()
         note = "" if volume.writable else " (read-only volume: painting is off)"
         self.message(f"Proofreading {layer.name} as {proofreader.author}{note}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +20,7 @@ from napari_connecto.annotations.engine import make_engine, retry_locked
 from napari_connecto.annotations.filters import parse_filter, to_sql
 from napari_connecto.annotations.frames import SYNAPSE_STATUSES, ImportBatch
 from napari_connecto.annotations.ids import from_db_one, to_db, to_db_one
+from napari_connecto.annotations.locks import store_lock
 from napari_connecto.annotations.merge import ImportSummary, import_batch
 from napari_connecto.annotations.versions import VersionsMixin
 from napari_connecto.errors import AnnotationError
@@ -107,6 +109,10 @@ class AnnotationStore(VersionsMixin):
 
     def __repr__(self) -> str:
         return f"AnnotationStore({self.where!r})"
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A lock named ``name`` shared by every process on this store (crash-released)."""
+        return store_lock(self._engine, name)
 
     # -- plumbing ---------------------------------------------------------------------
     def _write(self, action: Callable[[Connection], T]) -> T:

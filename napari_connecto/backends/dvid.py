@@ -231,6 +231,11 @@ class DvidBackend(VolumeBackend):
         except (RemoteError, ValueError) as exc:
             raise ChunkError(str(self.source), scale, _region(start, stop), str(exc)) from None
 
+    @property
+    def write_block(self) -> Index3:
+        """The z, y, x block size writes must be aligned to (in voxel-index space)."""
+        return tuple(int(v) for v in self._block)  # type: ignore[return-value]
+
     def write(self, scale: int, start: Index3, data: np.ndarray) -> None:
         """Write a block-aligned z, y, x region of scale 0 (DVID computes the downres scales)."""
         if not self.writable:

@@ -36,6 +36,7 @@ __all__ = [
     "merge_record",
     "relabel_synapses",
     "segments_of",
+    "synapses_of",
 ]
 
 FragmentLookup = Callable[[np.ndarray], np.ndarray]
@@ -135,7 +136,8 @@ def ensure_neurons(conn: Connection, ids: Iterable[int]) -> list[RowChange]:
     return changes
 
 
-def _synapses_of(conn: Connection, segments: Sequence[int]) -> list[dict[str, object]]:
+def synapses_of(conn: Connection, segments: Sequence[int]) -> list[dict[str, object]]:
+    """Synapse rows (as dicts) with a partner among ``segments`` (database ids)."""
     s = schema.synapses
     query = select(s).where(or_(s.c.pre_id.in_(segments), s.c.post_id.in_(segments)))
     return [dict(r) for r in conn.execute(query).mappings()]
@@ -177,7 +179,7 @@ def merge_record(conn: Connection, volume: str, keep: int, absorb: int, now: flo
 def follow_merge(conn: Connection, keep: int, absorb: int, now: float) -> list[RowChange]:
     """Changes moving the synapse partners ``absorb`` to ``keep`` (with its neuron row)."""
     updates: dict[int, dict[str, int]] = {}
-    for row in _synapses_of(conn, [absorb]):
+    for row in synapses_of(conn, [absorb]):
         fields = updates.setdefault(int(row["id"]), {})  # type: ignore[call-overload]
         if row["pre_id"] == absorb:
             fields["pre_id"] = keep
@@ -250,7 +252,7 @@ def follow_cleave(
     now: float,
 ) -> list[RowChange]:
     """Changes moving synapse partners ``segment`` whose site lies in ``moved`` fragments."""
-    rows = _synapses_of(conn, [segment])
+    rows = synapses_of(conn, [segment])
     if not rows or fragment_at is None:
         return []
     pre = np.array([[r["pre_z"], r["pre_y"], r["pre_x"]] for r in rows], dtype=np.float64)

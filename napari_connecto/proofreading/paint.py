@@ -8,6 +8,7 @@ take the segment now painted there, so splitting by painting keeps partners true
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +54,24 @@ class VoxelFrame:
 
 
 def paint_record(
-    conn: Connection, volume: str, patch: VoxelPatch, frame: VoxelFrame, *, now: float, label: str
+    conn: Connection,
+    volume: str,
+    patch: VoxelPatch,
+    frame: VoxelFrame,
+    *,
+    now: float,
+    label: str,
+    segments: Iterable[int] | None = None,
 ) -> EditRecord:
-    """The journal record of painting ``patch`` into ``volume``."""
+    """The journal record of painting ``patch`` into ``volume``.
+
+    ``segments`` (database ids) names the segments the edit touches when a server keeps
+    the agglomeration; by default they are looked up from the patch's fragments.
+    """
     ids = [int(i) for i in to_db(patch.ids().astype(np.uint64))]
     seg = segments_of(conn, volume, ids)
-    keys = {segment_key(volume, s) for s in seg.values()}
+    touched = seg.values() if segments is None else segments
+    keys = {segment_key(volume, s) for s in touched}
     syn = _follow_paint(conn, volume, patch, frame, now)
     changes: list[Any] = []
     if syn:

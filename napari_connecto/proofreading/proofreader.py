@@ -153,6 +153,13 @@ class Proofreader(SynapseEditing, ServerEditing):
         for callback in list(self._written):
             callback(regions)
 
+    @property
+    def stored_volume(self) -> Volume:
+        """The segmentation as edits write it (DVID: its supervoxels)."""
+        if self._writeback is None:
+            raise EditError("this proofreader has no segmentation volume")
+        return self._writeback.stored
+
     def on_relabelled(self, callback: Callable[[list[int]], None]) -> None:
         """Call ``callback(labels)`` (write-back thread) after a server merge or cleave."""
         self._relabelled.append(callback)
@@ -164,7 +171,8 @@ class Proofreader(SynapseEditing, ServerEditing):
     def _write_loop(self) -> None:
         assert self._writeback is not None
         while True:
-            self._wake.wait()
+            retry_at = self._writeback.retry_at  # a server that did not answer: ask again
+            self._wake.wait(None if retry_at is None else max(0.05, retry_at - time.monotonic()))
             self._wake.clear()
             if self._closing:
                 return
@@ -308,8 +316,13 @@ class Proofreader(SynapseEditing, ServerEditing):
         return np.asarray(frags, dtype=np.int64).view(np.uint64)
 
     def new_id(self, count: int = 1) -> int:
-        """A segment id never used before (the first of ``count`` consecutive ones)."""
+        """A segment id never used before (the first of ``count`` consecutive ones).
+
+        On DVID the ids are reserved on the server (``nextlabel``).
+        """
         volume = self._need_volume()
+        if self.server is not None:
+            return self.server.new_label(count)
         floor = 0
         if next_id(self.journal, self.key) is None:
             floor = volume_max_id(volume)
@@ -368,7 +381,9 @@ class Proofreader(SynapseEditing, ServerEditing):
         EditError
             A patch outside the volume or not at scale 0.
         """
-        volume = self._need_local_agglomeration()
+        volume = self._need_volume()
+        if self.server is None:
+            self._need_local_agglomeration()
         if not volume.writable:
             raise ReadOnlyError(f"{volume.source} cannot be written; open it with mode='r+'")
         if patch.scale != 0:
@@ -388,8 +403,13 @@ class Proofreader(SynapseEditing, ServerEditing):
                 f"{label}: {stale} of the {patch.changed_voxels} voxels it changes were "
                 "changed since it was drawn; nothing was changed"
             )
+        bodies = None
+        if self.server is not None:  # drawn in the server's labels, written as supervoxels
+            patch, bodies = self._as_supervoxels(patch)
         return self._commit(
-            lambda c: paint_record(c, self.key, patch, frame, now=time.time(), label=label),
+            lambda c: paint_record(
+                c, self.key, patch, frame, now=time.time(), label=label, segments=bodies
+            ),
             voxels=True,
             synced=True,
         )

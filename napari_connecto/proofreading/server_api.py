@@ -10,14 +10,20 @@ import numpy as np
 
 from napari_connecto.annotations.ids import to_db_one
 from napari_connecto.errors import EditError
+from napari_connecto.proofreading.assignments import synapses_of
+from napari_connecto.proofreading.patches import VoxelPatch
 from napari_connecto.proofreading.server_edits import (
     DvidAgglomeration,
+    check_paint_labels,
     server_cleave_record,
     server_merge_record,
 )
+from napari_connecto.proofreading.voxels import current_voxels
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+    from napari_connecto.annotations.store import AnnotationStore
 
 __all__ = ["ServerEditing"]
 
@@ -26,8 +32,17 @@ class ServerEditing:
     """Merges and cleaves journaled here and written back to the server (DVID)."""
 
     key: str
+    server: DvidAgglomeration | None
+    store: AnnotationStore
 
     if TYPE_CHECKING:  # provided by Proofreader
+        from napari_connecto.proofreading.journal import Journal
+        from napari_connecto.volume.volume import Volume
+
+        journal: Journal
+
+        @property
+        def stored_volume(self) -> Volume: ...  # noqa: D102
 
         def _commit(self, build: Callable[[Connection], Any], **options: Any) -> int: ...
 
@@ -68,9 +83,50 @@ class ServerEditing:
         new = server.new_label()
         seg, new_db = to_db_one(segment), to_db_one(new)
         chosen_db = [to_db_one(f) for f in chosen]
+        lookup = self._sites_looked_up(seg)  # no server request inside the journal's lock
         seq = self._commit(
             lambda c: server_cleave_record(
-                c, self.key, seg, chosen_db, new_db, fragment_at=self.fragment_at, now=time.time()
+                c, self.key, seg, chosen_db, new_db, fragment_at=lookup, now=time.time()
             )
         )
         return seq, new
+
+    def _sites_looked_up(self, segment_db: int) -> Callable[[np.ndarray], np.ndarray]:
+        """A supervoxel lookup answering from one request for the segment's synapse sites.
+
+        Sites that appeared since (another session's edit) are asked for as they come.
+        """
+        rows = self.store.run_read(lambda c: synapses_of(c, [segment_db]))
+        sites = np.array(
+            [[r[f"{s}_{a}"] for a in "zyx"] for r in rows for s in ("pre", "post")],
+            dtype=np.float64,
+        ).reshape(-1, 3)
+        known = dict(zip(map(tuple, sites), self.fragment_at(sites), strict=True))
+
+        def lookup(positions: np.ndarray) -> np.ndarray:
+            pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+            missing = [p for p in map(tuple, pos) if p not in known]
+            if missing:
+                known.update(zip(missing, self.fragment_at(np.array(missing)), strict=True))
+            return np.array([known[p] for p in map(tuple, pos)], dtype=np.uint64)
+
+        return lookup
+
+    def _as_supervoxels(self, patch: VoxelPatch) -> tuple[VoxelPatch, list[int]]:
+        """A patch drawn in the server's body labels, as the supervoxels it writes.
+
+        Painted voxels get supervoxel ``label``; every other voxel keeps its supervoxel,
+        so an undo writes back exactly what was there. Also returns the bodies touched
+        (for conflict detection).
+        """
+        assert self.server is not None
+        labels = [int(v) for v in np.unique(patch.after[patch.mask])]
+        check_paint_labels(self.server, labels)
+        stored = current_voxels(self.journal, self.stored_volume, self.key, patch.start, patch.stop)
+        after = stored.copy()
+        after[patch.mask] = patch.after[patch.mask]
+        converted = VoxelPatch.from_change(patch.start, stored, after)
+        if converted is None:
+            raise EditError("the paint changes no supervoxel: nothing to write")
+        bodies = sorted({int(v) for v in np.unique(patch.before[patch.mask])} | set(labels))
+        return converted, [to_db_one(b) for b in bodies]

@@ -42,10 +42,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DvidAgglomeration",
     "agglomeration_of",
+    "aligned_box",
+    "check_paint_labels",
     "apply_server_edit",
     "server_cleave_record",
     "server_labels",
     "server_merge_record",
+    "supervoxel_volume",
+    "write_block",
 ]
 
 SERVER = "dvid"
@@ -83,9 +87,9 @@ class DvidAgglomeration:
         points = np.asarray(voxels_zyx, dtype=np.int64).reshape(-1, 3) + self.voxel_offset
         return self.client.labels_at(self.uuid, self.instance, points, supervoxels=True)
 
-    def new_label(self) -> int:
-        """A label id reserved on the server (``nextlabel``): never handed out again."""
-        start, _ = self.client.next_label(self.uuid, self.instance, 1)
+    def new_label(self, count: int = 1) -> int:
+        """The first of ``count`` label ids reserved on the server (``nextlabel``)."""
+        start, _ = self.client.next_label(self.uuid, self.instance, count)
         return start
 
     def merge(self, keep: int, absorb: int) -> None:
@@ -99,6 +103,48 @@ class DvidAgglomeration:
     def renumber(self, new: int, old: int) -> None:
         """``POST renumber [new, old]``."""
         self.client.renumber(self.uuid, self.instance, [(new, old)])
+
+
+def supervoxel_volume(volume: Volume) -> Volume:
+    """The same DVID labelmap read as supervoxels (what paint edits write), opened ``r+``."""
+    from dataclasses import replace
+
+    from napari_connecto.opening import open_volume
+
+    backend = volume.backend
+    address = replace(backend.address, supervoxels=True)  # type: ignore[attr-defined]
+    return open_volume(str(address), mode="r+" if volume.writable else "r")
+
+
+def write_block(volume: Volume) -> tuple[int, int, int]:
+    """The z, y, x block a server's writes must be aligned to."""
+    return tuple(int(v) for v in volume.backend.write_block)  # type: ignore[attr-defined,return-value]
+
+
+def aligned_box(
+    start: Sequence[int], stop: Sequence[int], block: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The smallest block-aligned box holding ``[start, stop)``."""
+    lo = tuple(a // b * b for a, b in zip(start, block, strict=True))
+    hi = tuple(-(-e // b) * b for e, b in zip(stop, block, strict=True))
+    return lo, hi
+
+
+def check_paint_labels(server: DvidAgglomeration, labels: Sequence[int]) -> None:
+    """Refuse labels whose supervoxel of the same id belongs to another body.
+
+    A painted voxel is written as supervoxel ``label``; that reads as ``label`` unless
+    the server maps a supervoxel of that id to another body.
+    """
+    wanted = sorted({int(v) for v in labels} - {0})
+    if not wanted:
+        return
+    for label, body in zip(wanted, server.mapping(wanted), strict=True):
+        if body not in (0, label):
+            raise EditError(
+                f"label {label} cannot be painted on the server: its supervoxel {label} "
+                f"belongs to body {body}; paint with {body} or a new id"
+            )
 
 
 def agglomeration_of(volume: Volume) -> DvidAgglomeration | None:
@@ -232,22 +278,19 @@ def _move(
             f"{source} or {target}: they were changed elsewhere; nothing was done"
         )
     (label,) = now
+    if label not in (source, cleave_from) and set(server.supervoxels(label)) != set(svs):
+        raise EditError(
+            f"label {label} holds the edit's supervoxels, expected {source}: they were "
+            "changed elsewhere; nothing was done"
+        )
+    # ``label`` is now the source, or a label holding exactly the edit's supervoxels: the
+    # cleave of an earlier attempt whose answer was lost or that crashed before renumbering
     if merge_into is not None:
-        if label != source:
-            raise EditError(
-                f"label {label} holds the edit's supervoxels, expected {source}: they were "
-                "changed elsewhere; nothing was done"
-            )
-        server.merge(merge_into, source)
+        server.merge(merge_into, label)
         return
     assert cleave_from is not None
     if label == cleave_from:
         label = server.cleave(cleave_from, svs)
         _killpoints.reach("mid-server-edit")
-    elif set(server.supervoxels(label)) != set(svs):
-        raise EditError(
-            f"label {label} holds the edit's supervoxels and others: it was changed "
-            "elsewhere; nothing was done"
-        )
-    if label != target:  # the cleaved label, maybe from a run that crashed before renumbering
+    if label != target:
         server.renumber(target, label)

@@ -324,10 +324,10 @@ def test_annotations_import_into_the_store_with_neurons_from_the_labelmap(dvid, 
         assert set(store.synapses([int(truth[pre_voxel])], pre=True)["post_id"].tolist()) == posts
 
 
-def test_proofreading_refuses_painting_a_server_agglomeration(dvid, tmp_path):
-    """DVID keeps the agglomeration: painting fragments locally would diverge from it.
+def test_proofreading_refuses_the_seeded_split_of_a_server_agglomeration(dvid, tmp_path):
+    """The seeded split needs the local agglomeration; DVID keeps its own.
 
-    (Merge and cleave go to the server: tests/remote/test_dvid_proofreading.py.)
+    (Merge, cleave and paint go to the server: tests/remote/test_dvid_proofreading.py.)
     """
     from napari_connecto.errors import EditError
     from napari_connecto.proofreading.proofreader import Proofreader
@@ -335,8 +335,8 @@ def test_proofreading_refuses_painting_a_server_agglomeration(dvid, tmp_path):
     server, _root, child = dvid
     volume = nc.open_volume(_url(server, child, "segmentation"))
     with Proofreader(tmp_path / "edits.db", volume, background=False) as pr:
-        with pytest.raises(EditError, match="server keeps this segmentation"):
-            pr.paint((0, 0, 0), np.ones((1, 2, 2), bool), 5)
+        with pytest.raises(EditError, match="seeded split"):
+            pr.split(1, {1: [(0.0, 0.0, 0.0)], 2: [(0.0, 0.0, 8.0)]})
         assert pr.history(everyone=True).empty  # nothing journaled
         # synapse edits still work, with partners read from the server's labels
         at = (np.array(OFFSET) + 0.5) * 8.0
