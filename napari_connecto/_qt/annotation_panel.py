@@ -36,11 +36,13 @@ from qtpy.QtWidgets import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from napari_connecto._qt.bookmarks import BookmarkTable, NotePrompt
-from napari_connecto._qt.neuron_table import NeuronTable
+from napari_connecto._qt.neuron_table import NeuronTable, SegmentAttributesBar
 from napari_connecto._qt.partner_table import PartnerTable, merge_partners
 from napari_connecto._qt.synapse_table import SynapseTable, empty_synapse_frame
 from napari_connecto.annotations.store import AnnotationStore, ReviewProgress
 from napari_connecto.errors import ConnectoError
+from napari_connecto.objects.attribute_compute import representative_nm
+from napari_connecto.objects.attribute_store import AttributeStore
 from napari_connecto.viewer.annotations import REVIEW_KEYS, AnnotationNavigator, bind_review_keys
 
 if TYPE_CHECKING:
@@ -159,8 +161,11 @@ class AnnotationPanel(QWidget):
         self.destroyed.connect(partial(_released, self.navigator, unbind))
         self.proofreading: ProofreadingSession | None = None
         """Edits go through this session's journal (undoable) while it is set."""
+        self.attributes: AttributeStore | None = None
+        """Attributes of the segmentation layer's segments (columns, go to segment)."""
         _PANELS[id(viewer)] = self
         self.set_store(store)
+        self._load_cached_attributes()
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self, note_prompt: NotePrompt | None) -> None:
@@ -170,7 +175,7 @@ class AnnotationPanel(QWidget):
         self.open_button = QPushButton("Open annotation database…")
         self.open_button.clicked.connect(lambda *_: self.open_store())
         self.goto_edit = QLineEdit()
-        self.goto_edit.setPlaceholderText("Neuron or synapse id, Enter to go")
+        self.goto_edit.setPlaceholderText("Neuron, synapse or segment id, Enter to go")
         self.goto_edit.returnPressed.connect(lambda: self.go_to_id(self.goto_edit.text()))
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
@@ -196,6 +201,7 @@ class AnnotationPanel(QWidget):
         store_row.addWidget(self.open_button)
         form = QFormLayout()
         form.addRow("Go to:", self.goto_edit)
+        form.addRow("Segments:", self._attributes_bar())
         form.addRow("Selected:", self.selected_progress)
         form.addRow("All:", self.overall_progress)
         help_label = QLabel(KEY_HELP)
@@ -212,6 +218,13 @@ class AnnotationPanel(QWidget):
         self.partner_table.partnerActivated.connect(self.select_neuron)
         self.bookmark_table.addRequested.connect(self.add_bookmark)
         self.bookmark_table.jumpRequested.connect(self.navigator.go_to)
+
+    def _attributes_bar(self) -> SegmentAttributesBar:
+        self.attributes_bar = SegmentAttributesBar(self)
+        self.attributes_bar.attributesReady.connect(self.set_attributes)
+        self.attributes_bar.failed.connect(lambda text: self._message(text, error=True))
+        self.attributes_bar.computeRequested.connect(self.compute_attributes)
+        return self.attributes_bar
 
     def _synapse_tab(self) -> QWidget:
         tab = QWidget()
@@ -442,8 +455,62 @@ class AnnotationPanel(QWidget):
                 self.navigator.synapse(value)
             self._message("")
             return "synapse"
-        self._message(f"No neuron or synapse {value}", error=True)
+        at = representative_nm(self.attributes, value) if self.attributes is not None else None
+        if at is not None:
+            self.navigator.go_to(at)
+            self.navigator.highlight(value)
+            self._message(f"Segment {value} (not a neuron in the database)")
+            return "segment"
+        hint = "or segment" if self.attributes is not None else "(segments: compute attributes)"
+        self._message(f"No neuron or synapse {value} {hint}", error=True)
         return None
+
+    # -- segment attributes ----------------------------------------------------------------
+    def segmentation_source(self) -> str | None:
+        """Source of the segmentation layer (the first Labels layer opened by the plugin)."""
+        from napari.layers import Labels
+
+        layers = [self.navigator.labels_layer, *self.viewer.layers]
+        for layer in layers:
+            if isinstance(layer, Labels) and layer.metadata.get("connecto_source"):
+                return str(layer.metadata["connecto_source"])
+        return None
+
+    def set_attributes(self, attributes: AttributeStore | None) -> None:
+        """Use ``attributes`` for the neuron table's columns and for going to segments."""
+        self.attributes = attributes
+        self.neuron_table.set_attributes(attributes)
+        self.attributes_bar.show_count(attributes)
+
+    def add_properties(self, properties: AttributeStore) -> None:
+        """Show imported per-segment properties (joined by id) next to the attributes.
+
+        ``properties`` comes from :func:`~napari_connecto.objects.attributes.read_table` or
+        :func:`~napari_connecto.objects.attributes.read_segment_properties`; columns it
+        shares with the attributes shown replace theirs.
+        """
+        current = self.attributes
+        if current is None:
+            self.set_attributes(properties)
+            return
+        kept = [c for c in current.columns if c not in properties.columns]
+        base = AttributeStore(current.ids, {c: current.column(c) for c in kept}, current.meta)
+        self.set_attributes(base.merge(properties, how="left"))
+
+    def _load_cached_attributes(self) -> None:
+        """Show cached attributes of a local segmentation layer at once (no computing)."""
+        source = self.segmentation_source()
+        if source is not None and "://" not in source:
+            self.attributes_bar.load_cached(source)
+
+    def compute_attributes(self, source: str | None = None) -> bool:
+        """Load or compute the segmentation's attributes on a worker thread; False if none."""
+        source = source or self.segmentation_source()
+        if source is None:
+            self._message("No segmentation layer opened by napari-connecto", error=True)
+            return False
+        self.attributes_bar.compute(source)
+        return True
 
     def _message(self, text: str, *, error: bool = False) -> None:
         self.message_label.setText(text)
@@ -457,6 +524,7 @@ class AnnotationPanel(QWidget):
             self._unbind()
             self._unbind = None
             self.navigator.close()
+            self.attributes_bar.cancel()
         if self._owns_store and self._store is not None:
             self._store.close()
             self._owns_store = False

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from qtpy.QtCore import QItemSelection, QItemSelectionModel, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -12,6 +13,8 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QProgressBar,
+    QPushButton,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -19,15 +22,24 @@ from qtpy.QtWidgets import (
 
 from napari_connecto._qt.table_model import Column, NeuronTableModel
 from napari_connecto.annotations.filters import FilterError
+from napari_connecto.errors import ConnectoError
+from napari_connecto.objects.attribute_compute import Progress, attribute_job
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
     from napari_connecto.annotations.store import AnnotationStore
+    from napari_connecto.objects.attribute_store import AttributeStore
 
 __all__ = [
     "ERROR_STYLE",
     "FILTER_DEBOUNCE_MS",
     "FILTER_HELP",
+    "SEGMENT_COLUMNS",
     "NeuronTable",
+    "SegmentAttributesBar",
+    "attribute_columns",
+    "attribute_fetch",
     "fit_id_columns",
     "make_table_view",
 ]
@@ -40,6 +52,94 @@ FILTER_HELP = (
     "or a bare word (any text column contains it, or the id equals it).\n"
     "Example: n_post > 10 type=KC status != done"
 )
+
+
+_NOT_SORTABLE = " (not sortable: looked up per page, outside the database)"
+SEGMENT_COLUMNS: tuple[Column, ...] = (
+    Column("seg_voxels", "voxels", "int", tooltip="Segment size in voxels" + _NOT_SORTABLE,
+           sortable=False),
+    Column("seg_um3", "µm³", "float", 4, tooltip="Segment volume in µm³" + _NOT_SORTABLE,
+           sortable=False),
+    Column("seg_bbox", "bbox (voxels)", tooltip="Bounding box, voxel index ranges z, y, x"
+           + _NOT_SORTABLE, sortable=False),
+    Column("seg_point", "point (nm)", tooltip="A voxel inside the segment, z, y, x nm"
+           + _NOT_SORTABLE, sortable=False),
+)  # fmt: skip
+"""Columns shown from computed segment attributes (:mod:`napari_connecto.objects.attributes`)."""
+_WIDTH_SAMPLES = {"seg_bbox": "00:00 0000:0000 0000:0000", "seg_point": "00000, 000000, 000000"}
+_COMPUTED = frozenset(
+    ["size_voxels", "size_nm3"]
+    + [f"{p}_{a}" for p in ("bbox_start", "bbox_stop", "centroid", "rep") for a in "zyx"]
+)
+
+
+def attribute_columns(attributes: AttributeStore) -> tuple[Column, ...]:
+    """Table columns for a store: the segment columns if computed, then imported properties."""
+    columns = list(SEGMENT_COLUMNS) if "size_voxels" in attributes.columns else []
+    for name in attributes.columns:
+        if name in _COMPUTED:
+            continue
+        kind = attributes.column(name).dtype.kind
+        shown = "int" if kind in "iu" else "float" if kind == "f" else "text"
+        columns.append(
+            Column(
+                f"prop:{name}",
+                name,
+                shown,
+                3,
+                tooltip=f"Imported {name!r}" + _NOT_SORTABLE,
+                sortable=False,
+            )
+        )
+    return tuple(columns)
+
+
+def attribute_fetch(attributes: AttributeStore) -> Any:
+    """``fetch(ids) -> {column key: values}`` for :meth:`NeuronTableModel.set_extra_columns`.
+
+    One binary search per page of ids (:meth:`AttributeStore.lookup`); ids that are not
+    segments give blank cells.
+    """
+    origin = np.asarray(attributes.meta.get("origin_nm", (0.0, 0.0, 0.0)), dtype=float)
+    res = np.asarray(attributes.meta.get("resolution_nm", (1.0, 1.0, 1.0)), dtype=float)
+
+    def fetch(ids: np.ndarray) -> dict[str, list[Any]]:
+        found = attributes.lookup(ids)
+        cols, hit = found.columns, found.found
+        out: dict[str, list[Any]] = {}
+        if "size_voxels" in cols:
+            out.update(_segment_cells(cols, hit, origin, res))
+        for name, values in cols.items():
+            if name not in _COMPUTED:
+                out[f"prop:{name}"] = [
+                    v if h else None for v, h in zip(values.tolist(), hit, strict=True)
+                ]
+        return out
+
+    return fetch
+
+
+def _segment_cells(
+    cols: dict[str, np.ndarray], hit: np.ndarray, origin: np.ndarray, res: np.ndarray
+) -> dict[str, list[Any]]:
+    """Display values of the computed segment columns for one page."""
+    voxels: list[Any] = []
+    um3: list[Any] = []
+    bbox: list[Any] = []
+    point: list[Any] = []
+    rep = np.stack([cols[f"rep_{a}"] for a in "zyx"], axis=1) * res + origin
+    for k, found in enumerate(hit.tolist()):
+        if not found:
+            for cells in (voxels, um3, bbox, point):
+                cells.append(None)
+            continue
+        voxels.append(int(cols["size_voxels"][k]))
+        um3.append(float(cols["size_nm3"][k]) / 1e9)
+        bbox.append(" ".join(
+            f"{int(cols[f'bbox_start_{a}'][k])}:{int(cols[f'bbox_stop_{a}'][k])}" for a in "zyx"
+        ))  # fmt: skip
+        point.append(", ".join(f"{v:g}" for v in rep[k]))
+    return {"seg_voxels": voxels, "seg_um3": um3, "seg_bbox": bbox, "seg_point": point}
 
 
 def make_table_view(parent: QWidget | None = None) -> QTableView:
@@ -114,6 +214,10 @@ class NeuronTable(QWidget):
         self.view.setModel(self.model)
         fit_id_columns(self.view, self.model.columns)
         self.view.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
+        self._sort_indicator = (0, Qt.SortOrder.AscendingOrder)
+        self.view.horizontalHeader().sortIndicatorChanged.connect(self._on_sort_indicator)
+        self.attributes: AttributeStore | None = None
+        """Segment attributes shown as extra columns, if any (see :meth:`set_attributes`)."""
         self._selected: list[int] = []
         self._before_reset: list[int] = []
         self._timer = QTimer(self)
@@ -140,6 +244,37 @@ class NeuronTable(QWidget):
         """Show the neurons of ``store`` (``None``: an empty table)."""
         self.view.clearSelection()
         self.model.set_store(store)
+
+    def set_attributes(self, attributes: AttributeStore | None) -> None:
+        """Show segment attributes (and imported properties) as columns; ``None`` hides them.
+
+        Values are looked up by binary search for the rows of each fetched page only.
+        The columns do not sort (the order comes from SQL); their headers ignore clicks.
+        """
+        self.attributes = attributes
+        if attributes is None:
+            self.model.set_extra_columns((), None)
+        else:
+            self.model.set_extra_columns(attribute_columns(attributes), attribute_fetch(attributes))
+        fit_id_columns(self.view, self.model.columns)
+        metrics = self.view.fontMetrics()
+        for i, column in enumerate(self.model.columns):
+            sample = _WIDTH_SAMPLES.get(column.key)
+            if sample is not None:
+                self.view.setColumnWidth(i, metrics.horizontalAdvance(sample) + 16)
+        column, order = self._sort_indicator
+        self.view.horizontalHeader().setSortIndicator(column, order)
+
+    def _on_sort_indicator(self, column: int, order: Qt.SortOrder) -> None:
+        """Keep the indicator on the last sortable column when an extra column is clicked."""
+        columns = self.model.columns
+        if 0 <= column < len(columns) and not columns[column].sortable:
+            header = self.view.horizontalHeader()
+            header.blockSignals(True)
+            header.setSortIndicator(*self._sort_indicator)
+            header.blockSignals(False)
+            return
+        self._sort_indicator = (column, order)
 
     def apply_filter(self) -> bool:
         """Apply the filter field now; return whether it parsed (else it turns red)."""
@@ -220,3 +355,109 @@ class NeuronTable(QWidget):
         if ids != self._selected:
             self._selected = ids
             self.selectionChanged.emit(ids)
+
+
+class SegmentAttributesBar(QWidget):
+    """A button computing segment attributes on a worker thread, with progress and cancel.
+
+    Attributes
+    ----------
+    button, cancel_button : QPushButton
+        Start and stop.
+    progress : QProgressBar
+        Blocks done (shown while computing).
+    label : QLabel
+        How many segments are known, or what is going on.
+    worker : object or None
+        The napari worker while one runs.
+    """
+
+    attributesReady = Signal(object)  # noqa: N815 - Qt signal
+    """An :class:`~napari_connecto.objects.attribute_store.AttributeStore` was loaded."""
+    failed = Signal(str)
+    """Loading or computing failed: the message to show."""
+    computeRequested = Signal()  # noqa: N815 - Qt signal
+    """The button was clicked (the owner calls :meth:`compute` with its source)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.button = QPushButton("Compute segment attributes")
+        self.button.setToolTip(
+            "Size, bounding box and a point inside every segment of the segmentation layer "
+            "(read blockwise in the background, then cached)"
+        )
+        self.button.clicked.connect(lambda *_: self.computeRequested.emit())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(lambda *_: self.cancel())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.label = QLabel("not computed")
+        self.worker: Any = None
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.button, self.progress, self.cancel_button):
+            layout.addWidget(widget)
+        layout.addWidget(self.label, 1)
+        self._busy(False)
+
+    def show_count(self, attributes: AttributeStore | None) -> None:
+        """Say how many segments ``attributes`` holds."""
+        self.label.setText(
+            "not computed" if attributes is None else f"{len(attributes):,} segments"
+        )
+
+    def load_cached(self, source: str) -> None:
+        """Emit the cached attributes of ``source`` if there are any (on this thread)."""
+        try:
+            cached = _finish(attribute_job(source, cache_only=True))
+        except (ConnectoError, OSError) as exc:
+            self.failed.emit(f"Segment attributes unavailable: {exc}")
+            return
+        if cached is not None:
+            self.attributesReady.emit(cached)
+
+    def compute(self, source: str) -> None:
+        """Load (from cache) or compute the attributes of ``source`` on a worker thread."""
+        from napari.qt.threading import create_worker
+
+        self.cancel()
+        worker = create_worker(attribute_job, source, _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self.attributesReady.emit)
+        worker.errored.connect(lambda exc: self.failed.emit(f"Segment attributes failed: {exc}"))
+        worker.finished.connect(lambda: self._on_finished(worker))
+        self.worker = worker
+        self.progress.setValue(0)
+        self.progress.setFormat("reading…")
+        self.label.setText(source.rstrip("/").rsplit("/", 1)[-1])
+        self._busy(True)
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop a running computation (nothing is cached)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.label.setText("cancelled")
+
+    def _busy(self, busy: bool) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        self.button.setEnabled(not busy)
+
+    def _on_progress(self, step: Progress) -> None:
+        self.progress.setValue(round(1000 * step.done / max(step.total, 1)))
+        self.progress.setFormat(f"{step.done:,} / {step.total:,} blocks")
+
+    def _on_finished(self, worker: object) -> None:
+        if self.worker is worker:
+            self.worker = None
+            self._busy(False)
+
+
+def _finish(job: Generator[Progress, None, AttributeStore | None]) -> AttributeStore | None:
+    """Run a job generator to its end on this thread and return its value."""
+    try:
+        while True:
+            next(job)
+    except StopIteration as stop:
+        return stop.value

@@ -16,7 +16,7 @@ out as Python ints, never through float or a Qt integer.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "NEURON_COLUMNS",
     "PAGE_SIZE",
     "Column",
+    "ExtraFetch",
     "FrameTableModel",
     "NeuronTableModel",
     "format_value",
@@ -40,6 +41,9 @@ PAGE_SIZE = 256
 """Neuron rows fetched from the store at a time."""
 MAX_PAGES = 16
 """Pages of neuron rows kept in memory (least recently used dropped first)."""
+
+ExtraFetch = Callable[[np.ndarray], Mapping[str, Sequence[Any]]]
+"""Values of extra columns for one page: ``fetch(ids) -> {key: values aligned with ids}``."""
 
 _DISPLAY = Qt.ItemDataRole.DisplayRole
 _EDIT = Qt.ItemDataRole.EditRole
@@ -73,6 +77,8 @@ class Column:
     """Whether the cell may be edited in place (text columns only)."""
     tooltip: str = ""
     """Header tooltip."""
+    sortable: bool = True
+    """Whether clicking the header sorts by it (extra columns of a neuron table do not)."""
 
 
 NEURON_COLUMNS: tuple[Column, ...] = (
@@ -153,6 +159,8 @@ class NeuronTableModel(QAbstractTableModel):
     ) -> None:
         super().__init__(parent)
         self.columns = tuple(columns)
+        self._base_columns = self.columns
+        self._extra_fetch: ExtraFetch | None = None
         self.page_size = int(page_size)
         self.max_pages = int(max_pages)
         self.pages_fetched = 0
@@ -203,6 +211,19 @@ class NeuronTableModel(QAbstractTableModel):
         except ValueError:
             self._requery("", self._order_by, self._descending)
 
+    def set_extra_columns(self, columns: Sequence[Column], fetch: ExtraFetch | None) -> None:
+        """Append columns whose values come from ``fetch`` (per page of ids), not the store.
+
+        They cannot be filtered or sorted in SQL, so their headers do not sort. ``fetch``
+        gets the uint64 ids of one page and returns one sequence per column key (``None``
+        for a blank cell). No columns (or ``fetch=None``) removes them.
+        """
+        self.beginResetModel()
+        self._extra_fetch = fetch if columns else None
+        self.columns = self._base_columns + (tuple(columns) if fetch is not None else ())
+        self._pages.clear()
+        self.endResetModel()
+
     def set_filter(self, text: str) -> None:
         """Show only neurons matching ``text`` (the language of :mod:`.annotations.filters`).
 
@@ -220,7 +241,7 @@ class NeuronTableModel(QAbstractTableModel):
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         """Sort by a column in SQL (Qt calls this when a header is clicked)."""
-        if not 0 <= column < len(self.columns):
+        if not 0 <= column < len(self.columns) or not self.columns[column].sortable:
             return
         descending = order == Qt.SortOrder.DescendingOrder
         self._requery(self._filter, self.columns[column].key, descending)
@@ -286,7 +307,7 @@ class NeuronTableModel(QAbstractTableModel):
         wanted = self._ids[start : start + self.page_size]
         assert self._store is not None
         frame = self._store.neurons(wanted)
-        keys = [c.key for c in self.columns]
+        keys = [c.key for c in self._base_columns]
         rows = list(zip(*(frame[k].tolist() for k in keys), strict=True)) if len(frame) else []
         if len(rows) != len(wanted):  # some were deleted since the ids were read
             found = dict(zip(frame["id"].tolist(), rows, strict=True))
@@ -294,11 +315,21 @@ class NeuronTableModel(QAbstractTableModel):
                 found.get(i) or tuple(i if k == "id" else None for k in keys)
                 for i in map(int, wanted.tolist())
             ]
+        if self._extra_fetch is not None:
+            rows = self._with_extra(rows, wanted, self._extra_fetch)
         self._pages[page_index] = rows
         self.pages_fetched += 1
         while len(self._pages) > self.max_pages:
             self._pages.popitem(last=False)
         return rows
+
+    def _with_extra(
+        self, rows: list[tuple[Any, ...]], ids: np.ndarray, fetch: ExtraFetch
+    ) -> list[tuple[Any, ...]]:
+        """Rows with the extra columns' values appended (one ``fetch`` per page)."""
+        values = fetch(ids)
+        extra = [values[c.key] for c in self.columns[len(self._base_columns) :]]
+        return [row + tuple(col[k] for col in extra) for k, row in enumerate(rows)]
 
     # -- Qt model interface -------------------------------------------------------------
     def rowCount(self, parent: QModelIndex | None = None) -> int:  # noqa: N802 - Qt override
