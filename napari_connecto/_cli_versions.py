@@ -197,7 +197,11 @@ def _export(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _write(path: Path, write: Any) -> None:
+    """Call ``write(temporary path)``, then put the file at ``path`` atomically and durably."""
+    from napari_connecto.export._atomic import ExportError, atomic_files
+
     try:
-        write(path)
-    except OSError as exc:
-        raise AnnotationError(f"cannot write {path}: {exc.strerror or exc}") from None
+        with atomic_files([path]) as (tmp,):
+            write(tmp)
+    except ExportError as exc:  # every OSError of the write, with the path named
+        raise AnnotationError(str(exc)) from None

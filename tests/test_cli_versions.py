@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -152,3 +154,33 @@ def test_delete(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "no versions\n"
     with pytest.raises(VersionNotFoundError):
         main(["version", "delete", str(db), "v1"])
+
+
+def test_diff_out_replaces_the_csv_atomically(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["version", "create", str(db), "v1"]) == 0
+    with AnnotationStore.open(db) as store:
+        store.set_synapse_status([2], "verified")
+    out = tmp_path / "changes.csv"
+    out.write_text("id,change\nold,old\n")
+
+    def crash(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(AnnotationError, match="No space left"):
+        main(["version", "diff", str(db), "v1", "--out", str(out)])
+    assert out.read_text() == "id,change\nold,old\n"  # the previous CSV, whole
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
+    monkeypatch.undo()
+    old = os.umask(0o022)
+    try:
+        assert main(["version", "diff", str(db), "v1", "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    with out.open(newline="") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == ["2"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    with pytest.raises(AnnotationError, match="does not exist"):
+        main(["version", "diff", str(db), "v1", "--out", str(tmp_path / "no" / "c.csv")])

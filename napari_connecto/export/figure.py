@@ -9,8 +9,9 @@
   voxel index of the exported scale (grey, or the colour view if there are labels).
 * ``.gif`` (or ``.mp4`` etc. with imageio-ffmpeg): a z-sweep movie of the same frames.
 
-Planes are read one at a time; every file set is written under temporary names and
-renamed into place only when complete.
+Planes are read one at a time; every file set is written under temporary names, synced, and
+renamed into place only when complete, the main file last. A set of several files is not
+replaced all at once: see :mod:`napari_connecto.export._atomic`.
 """
 
 from __future__ import annotations

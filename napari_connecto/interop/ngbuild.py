@@ -1,7 +1,8 @@
 """Build a :class:`~napari_connecto.interop.ngstate.ViewState` without a viewer (CLI, scripts).
 
 Also turns synapse tables (an annotation store's frame, CREMI point features, the synapse
-overlay's points) into LINE annotations, pre -> post.
+overlay's points, the points of an imported state) into LINE annotations, pre -> post, and
+POINT annotations for single sites.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from napari_connecto.source import SourceLike
 
 __all__ = [
+    "ANNOTATION_ID_COLUMN",
     "annotations_from_frame",
     "annotations_from_points",
     "view_state_for_sources",
@@ -36,6 +38,8 @@ SYNAPSE_LAYER_NAME = "synapses"
 LABELS_OPACITY = 0.4
 ANNOTATION_BOX_VOXELS = (8, 1024, 1024)
 """Box (finest voxels, z, y, x) around the position whose synapses a CLI export includes."""
+ANNOTATION_ID_COLUMN = "annotation"
+"""Points feature holding a Neuroglancer annotation's own id (kept when it is not a number)."""
 
 
 def annotations_from_frame(frame: pd.DataFrame) -> tuple[SynapseAnnotation, ...]:
@@ -69,9 +73,9 @@ def annotations_from_points(
 ) -> tuple[SynapseAnnotation, ...]:
     """Synapses from a points layer's data (nm, z, y, x) and features.
 
-    Understands the synapse overlay's ``synapse`` + ``site`` (pre/post) columns and CREMI's
-    ``id`` + ``type`` + ``partner``; a pre site with its post partner becomes a LINE, any other
-    site a POINT. Returns ``()`` for points that are not synapses.
+    Understands the synapse overlay's ``synapse`` + ``site`` (pre/post/point) columns and
+    CREMI's ``id`` + ``type`` + ``partner``; a pre site with its post partner becomes a LINE,
+    any other site a POINT. Returns ``()`` for points that are not synapses.
     """
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     if {"synapse", "site"} <= set(features.columns):
@@ -84,19 +88,34 @@ def annotations_from_points(
 def _pairs_by_synapse(
     positions: np.ndarray, features: pd.DataFrame
 ) -> tuple[SynapseAnnotation, ...]:
+    """One annotation per ``synapse``: a LINE pre -> post, else a POINT (pre, post or point).
+
+    An ``annotation`` column (what an imported Neuroglancer state put there) gives the id.
+    """
     sites: dict[int, dict[str, Vec3]] = {}
-    for pos, sid, site in zip(
-        positions, features["synapse"].to_numpy(), features["site"].astype(str), strict=True
+    names: dict[int, str] = {}
+    labels = (
+        features[ANNOTATION_ID_COLUMN].to_numpy(dtype=object)
+        if ANNOTATION_ID_COLUMN in features.columns
+        else None
+    )
+    for i, (pos, sid, site) in enumerate(
+        zip(positions, features["synapse"].to_numpy(), features["site"].astype(str), strict=True)
     ):
         sites.setdefault(int(sid), {})[site] = Vec3(*pos)
+        if labels is not None and isinstance(labels[i], str) and labels[i]:
+            names.setdefault(int(sid), labels[i])
     out = []
     for sid, found in sites.items():
         pre, post = found.get("pre"), found.get("post")
-        first = pre or post
+        first = next((p for p in (pre, post, found.get("point")) if p is not None), None)
         if first is not None:
             out.append(
                 SynapseAnnotation(
-                    str(sid), first, post if pre is not None else None, f"synapse {sid}"
+                    names.get(sid, str(sid)),
+                    first,
+                    post if pre is not None else None,
+                    f"synapse {sid}",
                 )
             )
     return tuple(out)

@@ -103,7 +103,9 @@ def _export(args: argparse.Namespace) -> int:
     for line in result.warnings:
         sys.stderr.write(f"napari-connecto: warning: {line}\n")
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        from napari_connecto.export._atomic import write_text_atomic
+
+        write_text_atomic(Path(args.out), text)
         sys.stdout.write(result.url(args.host) + "\n")
     else:
         sys.stdout.write(result.url(args.host) + "\n" + text)

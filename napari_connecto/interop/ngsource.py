@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from napari_connecto.errors import ConnectoError, MetadataError
 from napari_connecto.source import Source, parse_source
@@ -176,6 +177,9 @@ def voxel_centre_shift(source: str) -> float:
     Precomputed, N5, DVID and plain zarr put voxel *corners* on integers (centre at
     ``i + 0.5``); for OME-Zarr Neuroglancer itself shifts by half a voxel, so the centres
     are on ``translation / scale + i``. Our layers put voxel centres at ``origin + i * res``.
+    A zarr source is OME-Zarr when its node, or a group above it up to the source's root,
+    carries OME ``multiscales`` (``.zattrs`` or ``zarr.json``); a remote source's metadata
+    is fetched for that (one small GET per document).
 
     Parameters
     ----------
@@ -185,24 +189,60 @@ def voxel_centre_shift(source: str) -> float:
     Returns
     -------
     float
-        0.0 for OME-Zarr, 0.5 otherwise.
+        0.0 for OME-Zarr, 0.5 otherwise (also when the metadata cannot be read).
     """
     try:
         src = parse_source(source)
     except ConnectoError:
         return 0.5
-    if src.is_remote or src.format not in (None, "zarr") or src.inner:
+    if src.format not in (None, "zarr"):
         return 0.5
-    return 0.0 if _is_ome(Path(src.location)) else 0.5
+    read = _remote_reader(src.location) if src.is_remote else _local_reader(src.location)
+    return 0.0 if any(_is_ome(read, node) for node in _nodes(src.inner)) else 0.5
 
 
-def _is_ome(path: Path) -> bool:
-    """Whether a local zarr node carries OME multiscales metadata (v2 ``.zattrs`` or v3)."""
-    for name in (".zattrs", "zarr.json"):
+def _nodes(inner: str) -> list[str]:
+    """``inner`` and every group above it, innermost first, ending with the root ``""``."""
+    parts = [p for p in inner.split("/") if p]
+    return ["/".join(parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+_Reader = Callable[[str], Any]
+"""Reads one JSON document by key below a source's root; ``None`` if absent or unreadable."""
+
+
+def _local_reader(location: str) -> _Reader:
+    root = Path(location)
+
+    def read(key: str) -> Any:
         try:
-            doc = json.loads((path / name).read_text(encoding="utf-8"))
+            return json.loads((root / key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            continue
+            return None
+
+    return read
+
+
+def _remote_reader(location: str) -> _Reader:
+    from napari_connecto.remote.store import HttpStore
+
+    store = HttpStore(location)
+
+    def read(key: str) -> Any:
+        try:
+            return store.get_json(key, required=False)
+        except ConnectoError as exc:  # unreachable, not JSON, unsafe key: not known as OME
+            logger.debug("cannot read %s of %s: %s", key, location, exc)
+            return None
+
+    return read
+
+
+def _is_ome(read: _Reader, node: str) -> bool:
+    """Whether a zarr node carries OME multiscales metadata (v2 ``.zattrs`` or v3)."""
+    prefix = f"{node}/" if node else ""
+    for name in (".zattrs", "zarr.json"):
+        doc = read(prefix + name)
         if not isinstance(doc, dict):
             continue
         attrs = doc.get("attributes", doc) if name == "zarr.json" else doc

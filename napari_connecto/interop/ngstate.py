@@ -117,7 +117,9 @@ class ViewState:
     canvas_height: int = DEFAULT_CANVAS_HEIGHT
     """Viewport height in pixels (for ``projectionScale``)."""
     warnings: tuple[str, ...] = field(default=())
-    """What could not be carried over (import: skipped layers)."""
+    """What could not be carried over (import: skipped layers; capture: proofread ids).
+
+    :func:`to_ng_state` passes them on in :attr:`ExportResult.warnings`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ class ExportResult:
     state: dict[str, Any]
     """The JSON-able state."""
     warnings: tuple[str, ...] = ()
-    """One line per problem (local files, HDF5 sources)."""
+    """One line per problem (the view's own warnings, local files, HDF5 sources)."""
 
     def url(self, host: str | None = None) -> str:
         """The shareable URL: ``{host}/#!{url-encoded compact JSON}``."""
@@ -213,7 +215,7 @@ def to_ng_state(view: ViewState, *, url_map: Mapping[str, str] | None = None) ->
         per_pixel = 1.0 / (view.zoom * _canonical_nm(res))
         state["crossSectionScale"] = per_pixel
         state["projectionScale"] = per_pixel * view.canvas_height
-    warnings: list[str] = []
+    warnings: list[str] = list(view.warnings)
     for layer in view.layers:
         entry, warning = _layer_json(layer, view, url_map or {})
         state["layers"].append(entry)

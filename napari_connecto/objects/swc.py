@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_connecto.errors import ImportFormatError, SourceNotFoundError
+from napari_connecto.export._atomic import write_text_atomic
 from napari_connecto.objects.skeleton import Skeleton, SkeletonError
 
 if TYPE_CHECKING:
@@ -248,7 +248,9 @@ def write_swc(skeleton: Skeleton, path: str | os.PathLike[str], unit: str = "nm"
     skeleton : Skeleton
         The skeleton (nm, z, y, x); its edges must form a forest.
     path : str or os.PathLike
-        Destination; replaced atomically (temporary file, fsync, rename).
+        Destination (missing folders are made); replaced atomically and durably
+        (temporary file with the usual ``0o666 & ~umask`` mode, fsync, rename,
+        folder fsync).
     unit : str
         Length unit of the positions and radii written (``"nm"``, ``"um"``, ...).
 
@@ -263,6 +265,8 @@ def write_swc(skeleton: Skeleton, path: str | os.PathLike[str], unit: str = "nm"
         For an unknown unit.
     SkeletonError
         If the edges contain a cycle (SWC stores trees only).
+    ExportError
+        If the file cannot be written (an ``OSError``; the old file is kept).
     """
     factor = unit_factor(unit)
     order, parents = _forest(skeleton)
@@ -291,8 +295,8 @@ def write_swc(skeleton: Skeleton, path: str | os.PathLike[str], unit: str = "nm"
             f"{int(ids[i])} {int(types[i])} {x:.9g} {y:.9g} {z:.9g} {radii[i]:.9g} {parent}"
         )
     target = Path(path)
-    _atomic_write(target, "\n".join(lines) + "\n")
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(target, "\n".join(lines) + "\n")
 
 
 def _forest(skeleton: Skeleton) -> tuple[list[int], np.ndarray]:
@@ -330,33 +334,3 @@ def _root_candidates(n: int, types: np.ndarray | None) -> Iterable[int]:
     if types is not None:
         yield from np.flatnonzero(np.asarray(types).reshape(n, -1)[:, 0] == 1).tolist()
     yield from range(n)
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``target``, fsync, then rename over it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("cannot fsync directory %s", directory)
-    finally:
-        os.close(fd)

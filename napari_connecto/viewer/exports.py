@@ -3,8 +3,10 @@
 * :func:`screenshot_with_scale_bar` grabs the canvas and draws a round-length scale bar
   from the camera zoom.
 * :func:`export_view_region` finds the plugin's image and segmentation layers, works out
-  the nm region the canvas shows (current z plane, or a z-range), reopens the volumes
-  and exports TIFF/PNG/movie on a worker thread, in napari's own segment colours.
+  the nm region the canvas shows (current z plane, or a z-range), reads the volumes as
+  the layers show them (a streamed layer's volume with its read processors, e.g. the
+  proofreading remap of fragments to segments) and exports TIFF/PNG/movie on a worker
+  thread, in napari's own segment colours.
 * :func:`export_region_dialog` and :func:`screenshot_dialog` are the menu actions.
 """
 
@@ -27,6 +29,8 @@ from napari_connecto.geometry import BBox
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
+
+    from napari_connecto.volume.volume import Volume
 
 __all__ = [
     "ExportChoice",
@@ -164,6 +168,21 @@ def _layer_colors(layer: Layer) -> Any:
     return colors
 
 
+def _displayed_volume(layer: Layer) -> Volume:
+    """The volume as ``layer`` shows it: its stream's, read processors and all, else reopened.
+
+    In a proofreading session the stream reads through the display remap (fragments ->
+    segments); the stored source alone would give fragment ids and colours.
+    """
+    from napari_connecto.opening import open_volume
+    from napari_connecto.viewer.streaming import stream_of
+
+    stream = stream_of(layer)
+    if stream is not None:
+        return stream.volume.volume
+    return open_volume(layer.metadata[_SOURCE_KEY])
+
+
 def export_view_region(
     viewer: napari.Viewer,
     path: str | Path,
@@ -175,6 +194,9 @@ def export_view_region(
     fps: float = 5.0,
 ) -> Future[ExportResult]:
     """Export what the canvas shows (current plane or ``z_range``) on a worker thread.
+
+    Ids and colours are those on screen: a streamed layer is read through its volume's read
+    processors (during proofreading, segments rather than stored fragment ids).
 
     Parameters
     ----------
@@ -208,8 +230,6 @@ def export_view_region(
     """
     from napari.qt.threading import create_worker
 
-    from napari_connecto.opening import open_volume
-
     image_layer, labels_layer = plugin_layers(viewer)
     first = image_layer or labels_layer
     if first is None:
@@ -223,8 +243,8 @@ def export_view_region(
             colors=_layer_colors(labels_layer),
             background=labels_layer.metadata.get("connecto_background_label"),
         )
-    image = open_volume(image_layer.metadata[_SOURCE_KEY]) if image_layer is not None else None
-    labels = open_volume(labels_layer.metadata[_SOURCE_KEY]) if labels_layer is not None else None
+    image = _displayed_volume(image_layer) if image_layer is not None else None
+    labels = _displayed_volume(labels_layer) if labels_layer is not None else None
     kwargs = {"box": box, "image": image, "labels": labels, "scale": scale, "style": style}
     worker = create_worker(
         export_region, Path(path), fps=fps, _start_thread=False, _ignore_errors=True, **kwargs

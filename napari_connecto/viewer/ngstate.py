@@ -7,6 +7,7 @@ each source the way the reader does (streaming), then moves the camera.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from napari_connecto.errors import ConnectoError
-from napari_connecto.interop.ngbuild import annotations_from_frame, annotations_from_points
+from napari_connecto.export._atomic import write_text_atomic
+from napari_connecto.interop.ngbuild import (
+    ANNOTATION_ID_COLUMN,
+    annotations_from_frame,
+    annotations_from_points,
+)
 from napari_connecto.interop.ngsource import voxel_centre_shift
 from napari_connecto.interop.ngstate import (
     ExportResult,
@@ -107,6 +113,12 @@ def capture_view_state(
         Labels layer name -> segments to show; default the layer's selected label when
         it shows only that one, plus any listed under :data:`VISIBLE_SEGMENTS_KEY`.
 
+    Returns
+    -------
+    ViewState
+        The view; its ``warnings`` name labels layers whose ids are proofread segments
+        (read through a local remap) that the Neuroglancer source does not know.
+
     Raises
     ------
     ValueError
@@ -118,11 +130,18 @@ def capture_view_state(
 
     layers: list[LayerState] = []
     synapses: list[SynapseAnnotation] = []
+    warnings: list[str] = []
     first = None
     for layer in viewer.layers:
         if isinstance(layer, Image | Labels) and "connecto_source" in layer.metadata:
             first = first or layer
             layers.append(_volume_layer_state(layer, segments or {}))
+            if isinstance(layer, Labels) and _reads_remapped(layer):
+                warnings.append(
+                    f"{layer.name}: segment ids are proofread segments (a local remap of "
+                    "fragments); Neuroglancer's source does not know them and shows the "
+                    "stored fragments"
+                )
         elif isinstance(layer, Points) and annotations is None and layer.visible:
             synapses.extend(_points_synapses(layer))
     if first is None:
@@ -141,7 +160,16 @@ def capture_view_state(
         ndisplay=int(viewer.dims.ndisplay),
         voxel_shift=voxel_centre_shift(str(first.metadata["connecto_source"])),
         canvas_height=max(1, int(viewer.canvas.size[0])),
+        warnings=tuple(warnings),
     )
+
+
+def _reads_remapped(layer: Labels) -> bool:
+    """Whether a labels layer streams through read processors (e.g. the proofreading remap)."""
+    from napari_connecto.viewer.streaming import stream_of
+
+    stream = stream_of(layer)
+    return stream is not None and bool(stream.volume.volume.read_processors)
 
 
 def _add_volume(viewer: napari.Viewer, layer: LayerState) -> Layer:
@@ -166,17 +194,35 @@ def _add_volume(viewer: napari.Viewer, layer: LayerState) -> Layer:
     return added
 
 
+def _synapse_numbers(annotations: Sequence[SynapseAnnotation]) -> list[int]:
+    """A uint64 per annotation: its id if decimal, else a number no decimal id uses."""
+    numeric = [
+        int(a.id) if a.id.isascii() and a.id.isdigit() and int(a.id) < 2**64 else None
+        for a in annotations
+    ]
+    taken = {n for n in numeric if n is not None}
+    spare = (n for n in itertools.count(1) if n not in taken)
+    return [n if n is not None else next(spare) for n in numeric]
+
+
 def _add_annotations(viewer: napari.Viewer, layer: LayerState, state: ViewState) -> Layer:
-    """A Points layer of the synapse sites (pre red, post blue), features ``synapse``/``site``."""
+    """A Points layer of the annotation sites (pre red, post blue, point red).
+
+    Features ``synapse`` (uint64), ``site`` (pre/post/point) and ``annotation`` (the
+    Neuroglancer id, so ids that are not numbers survive a round trip).
+    """
     rows = []
-    for k, ann in enumerate(layer.annotations):
-        ident = int(ann.id) if ann.id.isdigit() and int(ann.id) < 2**64 else k
-        rows.append((ann.pre.as_tuple(), ident, "pre" if ann.post is not None else "point"))
+    for ident, ann in zip(_synapse_numbers(layer.annotations), layer.annotations, strict=True):
+        rows.append((ann.pre.as_tuple(), ident, "pre" if ann.post is not None else "point", ann.id))
         if ann.post is not None:
-            rows.append((ann.post.as_tuple(), ident, "post"))
+            rows.append((ann.post.as_tuple(), ident, "post", ann.id))
     data = np.array([r[0] for r in rows], dtype=np.float64).reshape(-1, 3)
     features = pd.DataFrame(
-        {"synapse": np.array([r[1] for r in rows], dtype=np.uint64), "site": [r[2] for r in rows]}
+        {
+            "synapse": np.array([r[1] for r in rows], dtype=np.uint64),
+            "site": [r[2] for r in rows],
+            ANNOTATION_ID_COLUMN: [r[3] for r in rows],
+        }
     )
     size = POINT_SIZE_VOXELS * float(min(state.resolution.y, state.resolution.x))
     return viewer.add_points(
@@ -233,7 +279,7 @@ def export_ng_state(
     """Capture ``viewer``, write the state as JSON to ``path`` (if given); return it and its URL."""
     result = to_ng_state(capture_view_state(viewer, annotations=annotations), url_map=url_map)
     if path is not None:
-        Path(path).write_text(json.dumps(result.state, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(Path(path), json.dumps(result.state, indent=2) + "\n")
     return result, result.url(host)
 
 

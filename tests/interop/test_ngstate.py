@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 import tensorstore as ts
 import zarr
+from ome_zarr.format import FormatV04
 from ome_zarr.io import parse_url
 from ome_zarr.writer import write_multiscale, write_multiscale_labels
 
@@ -20,8 +23,8 @@ from napari_connecto.annotations import AnnotationStore
 from napari_connecto.cli import main
 from napari_connecto.errors import MetadataError, SourceNotFoundError
 from napari_connecto.geometry import Vec3
-from napari_connecto.interop.ngbuild import view_state_for_sources
-from napari_connecto.interop.ngsource import from_ng_source, to_ng_source
+from napari_connecto.interop.ngbuild import annotations_from_points, view_state_for_sources
+from napari_connecto.interop.ngsource import from_ng_source, to_ng_source, voxel_centre_shift
 from napari_connecto.interop.ngstate import (
     DEFAULT_NG_HOST,
     LayerState,
@@ -34,6 +37,7 @@ from napari_connecto.interop.ngstate import (
     validate_state,
 )
 from napari_connecto.source import parse_source
+from napari_connecto.testing.http_server import HttpFolderServer
 
 SHAPE = (4, 64, 96)  # z, y, x
 RES = (40.0, 4.0, 4.0)
@@ -122,6 +126,40 @@ def test_ome_zarr_positions_need_no_half_voxel(ome):
         f"zarr://file://{ome}/labels/cells",
     ]
     assert from_ng_state(state).position == Vec3(*at)
+
+
+def test_remote_ome_zarr_positions_need_no_half_voxel(ome, tmp_path):
+    """Served over HTTP, OME-Zarr (0.5 and 0.4) is still centred like the local copy."""
+    at = (400.0 + 40.0, 40.0 + 4.0 * 10, 20.0 + 4.0 * 7)  # voxel (1, 10, 7)
+    want = [20.0 / 4 + 7, 40.0 / 4 + 10, 400.0 / 40 + 1]
+    v04 = zarr.group(store=parse_url(str(tmp_path / "v04.zarr"), mode="w", fmt=FormatV04()).store)
+    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    scale = [[{"type": "scale", "scale": list(RES)}]]
+    write_multiscale(
+        [np.zeros(SHAPE, np.uint8)],
+        v04,
+        axes=axes,
+        fmt=FormatV04(),
+        coordinate_transformations=scale,
+    )
+    plain = zarr.open_array(
+        str(tmp_path / "plain.zarr"), mode="w", shape=SHAPE, dtype="uint8", zarr_format=2
+    )
+    plain.attrs["resolution"] = list(RES)
+    with HttpFolderServer(tmp_path) as server:
+        url = f"{server.url}/{ome.name}"
+        state = to_ng_state(view_state_for_sources([url], at=at)).state
+        assert state["position"] == pytest.approx(want)
+        assert state["layers"][0]["source"] == f"zarr://{url}"
+        assert from_ng_state(state).position == Vec3(*at)
+        for source in (f"{url}/labels/cells", f"{url}#labels/cells", f"zarr://{url}#s0",
+                       f"{server.url}/v04.zarr"):  # fmt: skip
+            assert voxel_centre_shift(source) == 0.0, source
+        # plain zarr, a missing dataset and a server that is gone: corners on integers
+        assert voxel_centre_shift(f"{server.url}/plain.zarr") == 0.5
+        assert voxel_centre_shift(f"{server.url}/nothing.zarr") == 0.5
+        assert voxel_centre_shift(f"precomputed://{url}") == 0.5
+    assert voxel_centre_shift(url) == 0.5
 
 
 # -- round trips -------------------------------------------------------------------------
@@ -253,6 +291,26 @@ def test_store_synapses_become_line_annotations(precomputed, tmp_path):
     (ann,) = from_ng_state(state).layers[-1].annotations
     assert ann.pre.as_tuple() == pytest.approx(pre)
     assert ann.post.as_tuple() == pytest.approx(post)
+
+
+def test_point_sites_become_point_annotations_with_their_own_ids():
+    """What an imported state's points layer holds comes back out, points and odd ids too."""
+    positions = np.array([[480.0, 290.0, 190.0], [480.0, 320.0, 230.0],
+                          [520.0, 100.0, 60.0], [560.0, 104.0, 64.0]])  # fmt: skip
+    features = pd.DataFrame({
+        "synapse": np.array([77, 77, 1, 2], np.uint64),
+        "site": ["pre", "post", "point", "point"],
+        "annotation": ["77", "77", "1", "cell-body"],
+    })  # fmt: skip
+    line, point, named = annotations_from_points(positions, features)
+    assert (line.id, line.pre.as_tuple(), line.post.as_tuple()) == (
+        "77", tuple(positions[0]), tuple(positions[1])
+    )  # fmt: skip
+    assert (point.id, point.pre.as_tuple(), point.post) == ("1", tuple(positions[2]), None)
+    assert (named.id, named.pre.as_tuple(), named.post) == ("cell-body", tuple(positions[3]), None)
+    # without the annotation column (the synapse overlay's points) the number is the id
+    (only,) = annotations_from_points(positions[2:3], features.iloc[2:3, :2])
+    assert only.id == "1" and only.post is None
 
 
 # -- Neuroglancer's variants -------------------------------------------------------------
@@ -402,3 +460,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not valid JSON" in err and len(err.strip().splitlines()) == 1
     assert main(["ng-state", "export", str(tmp_path), "--at", "1", "2"]) == 2
+
+
+def test_cli_export_out_replaces_the_state_file_atomically(precomputed, tmp_path, monkeypatch):
+    image, _ = precomputed
+    out = tmp_path / "state.json"
+    out.write_text('{"old": "state"}\n')
+
+    def crash(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", crash)
+    assert main(["ng-state", "export", image, "--out", str(out)]) == 2
+    assert json.loads(out.read_text()) == {"old": "state"}  # not a half-written state
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "state.json"]
+    monkeypatch.undo()
+    old = os.umask(0o022)
+    try:
+        assert main(["ng-state", "export", image, "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    validate_state(json.loads(out.read_text()))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "state.json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,41 @@ def test_write_replaces_atomically(tmp_path, monkeypatch) -> None:
         write_swc(sk, target, unit="nm")
     assert target.read_text() == HAND_WRITTEN_UM  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["n.swc"]  # no temporary left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_file_has_the_usual_permissions(tmp_path, umask) -> None:
+    """Others can read a shared skeleton as they can any file the user makes (not 0600)."""
+    sk = read_swc(_write(tmp_path / "in.swc", HAND_WRITTEN_UM))
+    old = os.umask(umask)
+    try:
+        out = write_swc(sk, tmp_path / "shared" / "n.swc")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    assert read_swc(out).num_vertices == sk.num_vertices
+
+
+def test_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
+    sk = read_swc(_write(tmp_path / "in.swc", HAND_WRITTEN_UM))
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def logged_replace(src: object, dst: object) -> None:
+        events.append(("replace", str(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    out = write_swc(sk, tmp_path / "n.swc")
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"]
+    assert ".n." in events[0][1] and events[1][1] == str(out)
+    assert events[2][1] == str(tmp_path)
 
 
 @pytest.mark.parametrize(

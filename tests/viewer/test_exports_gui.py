@@ -18,7 +18,8 @@ from napari_connecto.viewer.exports import (
     screenshot_with_scale_bar,
 )
 from napari_connecto.viewer.launch import go_to
-from napari_connecto.viewer.streaming import wait_until_loaded
+from napari_connecto.viewer.streaming import stream_of, wait_until_loaded
+from napari_connecto.volume.processors import RemapIds
 from tests.export._data import em_and_ids, write_ome
 
 
@@ -129,3 +130,26 @@ def test_export_dialog_form_defaults(qtbot):
     choice = ask_export_choice(accept=True)
     assert choice is not None and choice.path == "region.tif" and choice.planes == 1
     assert ask_export_choice(accept=False) is None
+
+
+def test_export_during_proofreading_has_the_segments_on_screen(shown, tmp_path, qtbot):
+    """A layer read through a remap (fragments -> segments) exports the segments, not fragments."""
+    viewer, _, labels = shown
+    labels_layer = next(lay for lay in viewer.layers if lay._type_string == "labels")
+    image_layer = next(lay for lay in viewer.layers if lay._type_string == "image")
+    keys = np.array([3, 2**60 + 5, 2**60 + 77], np.uint64)  # sorted fragment ids
+    values = np.array([41, 900, 900], np.uint64)  # two fragments merged into segment 900
+    sv = stream_of(labels_layer).volume
+    sv.volume = sv.volume.with_processors(read=[RemapIds(keys, values)])  # as proofreading does
+    z, (ys, xs) = _on_screen(viewer, image_layer, labels.shape)
+    future = export_view_region(viewer, tmp_path / "view.tif", opacity=1.0)
+    qtbot.waitUntil(future.done, timeout=60000)
+    paths = future.result().paths
+    ids = tifffile.imread(paths[-1]).reshape(labels[z, ys, xs].shape)
+    np.testing.assert_array_equal(ids, RemapIds(keys, values)(labels[z, ys, xs]))
+    assert 900 in ids and not np.isin(ids, keys).any()
+    # and in napari's colour of the segment, not of either fragment
+    colour = tifffile.imread(paths[0]).reshape(*ids.shape, 3)
+    y, x = np.argwhere(ids == 900)[0]
+    rgba = labels_layer.colormap.map(np.array([900], dtype=np.uint64))[0]
+    np.testing.assert_allclose(colour[y, x], rgba[:3] * 255 * rgba[3], atol=1.5)

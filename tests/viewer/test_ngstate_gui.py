@@ -11,7 +11,14 @@ import pytest
 from qtpy.QtWidgets import QApplication
 
 import napari_connecto as nc
-from napari_connecto.interop.ngstate import validate_state
+from napari_connecto.geometry import Vec3
+from napari_connecto.interop.ngstate import (
+    LayerState,
+    SynapseAnnotation,
+    ViewState,
+    to_ng_state,
+    validate_state,
+)
 from napari_connecto.viewer.launch import go_to
 from napari_connecto.viewer.ngstate import (
     POST_COLOR,
@@ -22,7 +29,8 @@ from napari_connecto.viewer.ngstate import (
     open_ng_state,
     open_ng_state_dialog,
 )
-from napari_connecto.viewer.streaming import wait_until_loaded
+from napari_connecto.viewer.streaming import stream_of, wait_until_loaded
+from napari_connecto.volume.processors import RemapIds
 
 pytestmark = pytest.mark.gui
 
@@ -161,3 +169,49 @@ def test_cli_opens_a_state_and_saves_a_screenshot(ome_dataset, tmp_path):
     grey = (np.abs(image - 60).sum(axis=-1) < 12).mean()
     white = (image.min(axis=-1) > 245).mean()
     assert grey > 0.05 and white > 0.02, (grey, white)
+
+
+def test_point_annotations_and_odd_ids_survive_a_round_trip(
+    make_napari_viewer, ome_dataset, tmp_path
+):
+    """POINTs come back as POINTs; an id that is not a number never merges with one that is."""
+    path, _, _ = ome_dataset
+    line = SynapseAnnotation("77", Vec3(480.0, 290.0, 190.0), Vec3(480.0, 320.0, 230.0))
+    named = SynapseAnnotation("cell-body", Vec3(520.0, 100.0, 60.0))  # index 1
+    one = SynapseAnnotation("1", Vec3(560.0, 140.0, 100.0))  # a real id 1
+    view = ViewState(
+        layers=(
+            LayerState("em.zarr", "image", str(path)),
+            LayerState("synapses", "annotation", annotations=(line, named, one)),
+        ),
+        position=Vec3(*AT),
+        resolution=Vec3(40.0, 4.0, 4.0),
+        zoom=ZOOM,
+        voxel_shift=0.0,
+    )
+    first = to_ng_state(view).state
+    (tmp_path / "in.json").write_text(json.dumps(first))
+    viewer = make_napari_viewer()
+    open_ng_state(viewer, str(tmp_path / "in.json"))
+    assert len(viewer.layers["synapses"].data) == 4
+    result, _ = export_ng_state(viewer, tmp_path / "out.json")
+    again = {a["id"]: a for a in result.state["layers"][-1]["annotations"]}
+    before = {a["id"]: a for a in first["layers"][-1]["annotations"]}
+    assert again.keys() == before.keys() == {"77", "cell-body", "1"}
+    for ident, ann in before.items():
+        assert again[ident]["type"] == ann["type"]
+        for key in ("point", "pointA", "pointB"):
+            if key in ann:
+                assert again[ident][key] == pytest.approx(ann[key]), (ident, key)
+
+
+def test_proofread_segments_are_flagged_in_the_exported_state(shown, tmp_path):
+    """Segment ids read through a local remap are not what Neuroglancer's source holds."""
+    result, _ = export_ng_state(shown, tmp_path / "plain.json")
+    assert not any("proofread segments" in w for w in result.warnings)
+    stream = stream_of(shown.layers["cells"])
+    remap = RemapIds(np.array([CELL], np.uint64), np.array([900], np.uint64))
+    stream.volume.volume = stream.volume.volume.with_processors(read=[remap])
+    result, _ = export_ng_state(shown, tmp_path / "proofread.json")
+    (warning,) = [w for w in result.warnings if "proofread segments" in w]
+    assert warning.startswith("cells:") and "Neuroglancer" in warning
