@@ -203,8 +203,10 @@ class MeshController:
     def _on_layer_removed(self, event: Any) -> None:
         if event.value is self.labels_layer:
             self.close()
-        elif event.value in self._layers.values():  # a mesh layer deleted by the user
-            segment = next(s for s, lay in self._layers.items() if lay is event.value)
+            return
+        # a mesh layer deleted by the user (by identity: layers compare by value)
+        segment = next((s for s, lay in self._layers.items() if lay is event.value), None)
+        if segment is not None:
             self._layers.pop(segment)
             self._meshes.pop(segment, None)
 

@@ -54,6 +54,10 @@ _CONTROLLERS: weakref.WeakValueDictionary[int, SkeletonController] = weakref.Wea
 """Controllers by ``id`` of their layers (each layer's click callback keeps its controller)."""
 
 
+_RUNNING: set[Any] = set()
+"""Skeleton loads under way (held so their results arrive)."""
+
+
 def controller_of(layer: Any) -> SkeletonController | None:
     """The controller of a skeleton's nodes or edges layer, else ``None``."""
     found = _CONTROLLERS.get(id(layer))
@@ -281,5 +285,7 @@ def show_segment_skeleton(
 
     worker.returned.connect(added)
     worker.errored.connect(failed)
+    _RUNNING.add(worker)  # a menu action drops the worker it returns: keep it until done
+    worker.finished.connect(lambda: _RUNNING.discard(worker))
     worker.start()
     return worker
