@@ -465,12 +465,14 @@ def _show(
         from napari.layers import Labels
 
         from napari_connecto.viewer.annotations import attach_annotations
+        from napari_connecto.viewer.meshes import attach_meshes
         from napari_connecto.viewer.proofreading import attach_proofreading
 
         labels = next((lay for lay in viewer.layers if isinstance(lay, Labels)), None)
-        attach_annotations(viewer, store, neuron=neuron, labels_layer=labels)
+        panel = attach_annotations(viewer, store, neuron=neuron, labels_layer=labels)
         if labels is not None:
             attach_proofreading(viewer, store, labels)
+            attach_meshes(viewer, labels, panel)  # Ctrl+click or select neurons: 3D meshes
     if screenshot:
         viewer.window.resize(1400, 900)
         if at is not None:
