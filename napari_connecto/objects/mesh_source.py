@@ -67,8 +67,8 @@ class GeneratedMeshes:
 
     volume: Volume
     """The segmentation."""
-    cache: MeshCache = field(default_factory=MeshCache)
-    """Where generated meshes are kept."""
+    cache: MeshCache | None = field(default_factory=MeshCache)
+    """Where generated meshes are kept (``None``: not kept, e.g. for edited segments)."""
     generation: str = ""
     """Data generation the meshes belong to (change it after the segmentation is edited)."""
     scale: int | None = None
@@ -83,6 +83,8 @@ class GeneratedMeshes:
             If the segment is not in the volume.
         """
         scale = choose_scale(self.volume, segment_id) if self.scale is None else self.scale
+        if self.cache is None:
+            return generate_mesh(self.volume, segment_id, scale)
         source = str(self.volume.source)
         cached = self.cache.load(source, scale, segment_id, self.generation)
         if cached is not None:

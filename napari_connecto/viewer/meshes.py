@@ -215,8 +215,16 @@ class MeshController:
         with self._source_lock:
             if self._source is None:
                 from napari_connecto import open_volume
-                from napari_connecto.objects.mesh_source import MeshSource
+                from napari_connecto.objects.mesh_source import GeneratedMeshes, MeshSource
+                from napari_connecto.viewer.streaming import stream_of
 
+                stream = stream_of(self.labels_layer)
+                shown = stream.volume.volume if stream is not None else None
+                if shown is not None and shown.read_processors:
+                    # proofread: mesh the segments as displayed (fragments merged by the
+                    # display remap, paints included), never from a cache that edits outdate
+                    self._source = MeshSource(GeneratedMeshes(shown, cache=None))
+                    return self._source
                 location = self.labels_layer.metadata.get("connecto_source")
                 if not location:
                     raise ConnectoError(
@@ -224,6 +232,16 @@ class MeshController:
                     )
                 self._source = MeshSource.for_volume(open_volume(location))
             return self._source
+
+    def refresh(self) -> None:
+        """Mesh the shown segments again (after edits); a segment gone is hidden."""
+        with self._source_lock:
+            self._source = None
+        for segment in sorted(self.shown):
+            token = next(self._tokens)
+            self._pending[segment] = token
+            future = self._pool.submit(self._load, segment, token)
+            future.add_done_callback(self._check_done)
 
     def _check_done(self, future: Future[None]) -> None:
         """Log a load that died of an unexpected error (a bug), which ``_load`` lets through."""
@@ -246,6 +264,9 @@ class MeshController:
         if self._pending.get(segment_id) != token:
             return  # hidden or re-requested meanwhile
         del self._pending[segment_id]
+        old = self._layers.pop(segment_id, None)  # a refresh replaces the layer
+        if old is not None and old in self.viewer.layers:
+            self.viewer.layers.remove(old)
         if isinstance(result, BaseException):
             self.errors.append((segment_id, result))
             logger.warning("mesh of segment %d failed: %s", segment_id, result)

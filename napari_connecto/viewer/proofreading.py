@@ -211,6 +211,7 @@ class ProofreadingSession:
 
         def done(shown: np.ndarray | None) -> None:
             self._redraw()
+            self._refresh_meshes()  # after the swap: meshes of the segments now shown
             if self.canvas is not None and self.canvas is canvas and shown is not None:
                 self.canvas.show_remapped(snapshot, shown, self.remap)
 
@@ -236,8 +237,17 @@ class ProofreadingSession:
 
     def _after_write(self) -> None:
         self._redraw()
+        self._refresh_meshes()
         for callback in list(self.written):
             callback()
+
+    def _refresh_meshes(self) -> None:
+        """Shown meshes of this segmentation follow its edits."""
+        from napari_connecto.viewer.meshes import mesh_controller_of
+
+        controller = mesh_controller_of(self.layer)
+        if controller is not None and controller.shown:
+            controller.refresh()
 
     # -- live edits -----------------------------------------------------------------------
     def _poll(self) -> None:
