@@ -75,7 +75,7 @@ def nm_per_screen_pixel(viewer: napari.Viewer, image_width: int | None = None) -
     """
     _, w = _canvas_hw(viewer)
     pixels = w if image_width is None else float(image_width)
-    return w / float(viewer.camera.zoom) / pixels
+    return w / float(viewer.scene.camera.zoom) / pixels
 
 
 def screenshot_with_scale_bar(
@@ -143,8 +143,8 @@ def visible_box(
     """
     _require_2d(viewer)
     h, w = _canvas_hw(viewer)
-    zoom = float(viewer.camera.zoom)
-    cy, cx = (float(v) for v in viewer.camera.center[-2:])
+    zoom = float(viewer.scene.camera.zoom)
+    cy, cx = (float(v) for v in viewer.scene.camera.center[-2:])
     rz, ry, rx = (float(v) for v in layer.scale[-3:])
     tz = float(layer.translate[-3])
     if z_range is None:

@@ -156,7 +156,7 @@ def capture_view_state(
         layers=tuple(layers),
         position=view_position(viewer),
         resolution=Vec3(*(float(v) for v in first.scale[-3:])),
-        zoom=float(viewer.camera.zoom),
+        zoom=float(viewer.scene.camera.zoom),
         ndisplay=int(viewer.dims.ndisplay),
         voxel_shift=voxel_centre_shift(str(first.metadata["connecto_source"])),
         canvas_height=max(1, int(viewer.canvas.size[0])),

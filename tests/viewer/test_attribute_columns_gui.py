@@ -132,7 +132,7 @@ def test_go_to_a_segment_that_is_not_a_neuron(viewer, dataset, sample, qtbot):
     for segment in (others[0], others[-1], max(others)):
         assert panel.go_to_id(str(segment)) == "segment"
         QApplication.processEvents()
-        centre = np.array([viewer.dims.point[0], *viewer.camera.center[-2:]])
+        centre = np.array([viewer.dims.point[0], *viewer.scene.camera.center[-2:]])
         index = np.round((centre - origin) / res).astype(int)
         assert sample.segmentation[tuple(index)] == np.uint64(segment)
         assert labels.selected_label == segment and labels.show_selected_label

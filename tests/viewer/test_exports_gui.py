@@ -56,7 +56,7 @@ def test_scale_bar_length_matches_its_label_at_the_zoom(shown, tmp_path, scale):
     number, unit = bar.label.split()
     label_nm = float(number) * {"nm": 1.0, "µm": 1e3, "um": 1e3}[unit]
     # screen pixels per nm is camera.zoom; the screenshot has shot_w / canvas_w pixels each
-    want_px = label_nm * viewer.camera.zoom * shot.shape[1] / canvas_w
+    want_px = label_nm * viewer.scene.camera.zoom * shot.shape[1] / canvas_w
     assert abs(measured - want_px) <= 1.0
     assert shot[..., :3].std() > 10  # the EM is there under the bar
     shutil.copy(out, f"/tmp/exports_gui_screenshot_x{scale}.png")
@@ -65,8 +65,8 @@ def test_scale_bar_length_matches_its_label_at_the_zoom(shown, tmp_path, scale):
 def _on_screen(viewer, layer, shape):
     """Voxel index ranges (y, x) whose footprint napari draws inside the canvas."""
     h, w = viewer.canvas.size
-    zoom = viewer.camera.zoom
-    cy, cx = viewer.camera.center[-2:]
+    zoom = viewer.scene.camera.zoom
+    cy, cx = viewer.scene.camera.center[-2:]
     z = viewer.dims.point[-3]
     top = layer.world_to_data((z, cy - h / (2 * zoom), cx - w / (2 * zoom)))
     bottom = layer.world_to_data((z, cy + h / (2 * zoom), cx + w / (2 * zoom)))

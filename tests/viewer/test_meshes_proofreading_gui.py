@@ -31,8 +31,8 @@ def _span(controller, segment: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_a_merge_remeshes_the_kept_segment_and_undo_restores_it(
     make_napari_viewer,
-    dataset,
-    qtbot,  # noqa: F811 - fixture
+    dataset,  # noqa: F811 - the fixture imported above
+    qtbot,
 ):
     zarr_path, db = dataset
     viewer, seg = _open(make_napari_viewer, zarr_path)

@@ -90,7 +90,7 @@ def test_export_clear_import_shows_the_same_view(shown, tmp_path):
     assert line["type"] == "line" and line["id"] == "77"
 
     viewer.layers.clear()
-    viewer.camera.center, viewer.camera.zoom = (0.0, 0.0), 0.1
+    viewer.scene.camera.center, viewer.scene.camera.zoom = (0.0, 0.0), 0.1
     open_ng_state(viewer, str(tmp_path / "state.json"))
     assert [(type(lay).__name__, lay.name) for lay in viewer.layers] == [
         ("Image", "em.zarr"), ("Labels", "cells"), ("Points", "synapses"),
@@ -99,8 +99,8 @@ def test_export_clear_import_shows_the_same_view(shown, tmp_path):
     assert cells.selected_label == CELL and cells.show_selected_label
     assert cells.opacity == pytest.approx(0.6)
     assert viewer.dims.point[0] == pytest.approx(AT[0])
-    assert viewer.camera.center[-2:] == pytest.approx(AT[1:])
-    assert viewer.camera.zoom == pytest.approx(ZOOM)
+    assert viewer.scene.camera.center[-2:] == pytest.approx(AT[1:])
+    assert viewer.scene.camera.zoom == pytest.approx(ZOOM)
     points = viewer.layers["synapses"]
     np.testing.assert_allclose(points.data, [[480.0, 290.0, 190.0], [480.0, 320.0, 230.0]])
     assert list(points.features["site"]) == ["pre", "post"]
