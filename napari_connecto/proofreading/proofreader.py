@@ -371,8 +371,13 @@ class Proofreader(SynapseEditing, ServerEditing):
         return seq, new
 
     # -- voxels -------------------------------------------------------------------------
-    def paint_patch(self, patch: VoxelPatch, label: str = "paint") -> int:
+    def paint_patch(
+        self, patch: VoxelPatch, label: str = "paint", *, stored: np.ndarray | None = None
+    ) -> int:
         """Commit a voxel patch (fragment ids as stored); return the journal seq.
+
+        ``stored`` is the patch box as :func:`current_voxels` read it just now (after a
+        sync), if the caller has it; otherwise it is read here.
 
         Raises
         ------
@@ -394,9 +399,10 @@ class Proofreader(SynapseEditing, ServerEditing):
         ):
             raise EditError(f"patch {patch.start}..{patch.stop} leaves the volume {sc.shape}")
         frame = self.frame()
-        if self.auto_sync:
-            self.sync()  # before the read: an edit committed after it is a conflict
-        stored = current_voxels(self.journal, volume, self.key, patch.start, patch.stop)
+        if stored is None:
+            if self.auto_sync:
+                self.sync()  # before the read: an edit committed after it is a conflict
+            stored = current_voxels(self.journal, volume, self.key, patch.start, patch.stop)
         stale = int(np.count_nonzero(stored[patch.mask] != patch.before[patch.mask]))
         if stale:
             raise EditConflictError(
@@ -427,12 +433,19 @@ class Proofreader(SynapseEditing, ServerEditing):
             raise EditError("a paint mask is a z, y, x block")
         begin = tuple(int(v) for v in start)
         stop = tuple(a + n for a, n in zip(begin, mask.shape, strict=True))
+        if self.auto_sync:
+            self.sync()  # before the read: an edit committed after it is a conflict
         # the voxels "before" are what earlier edits wrote, pending write-backs included
         before = current_voxels(self.journal, volume, self.key, begin, stop)
         after = before.copy()
         after[mask] = np.asarray(label).astype(before.dtype)
         patch = VoxelPatch.from_change(begin, before, after)  # type: ignore[arg-type]
-        return None if patch is None else self.paint_patch(patch, what)
+        if patch is None:
+            return None
+        box = tuple(
+            slice(a - b, e - b) for a, e, b in zip(patch.start, patch.stop, begin, strict=True)
+        )
+        return self.paint_patch(patch, what, stored=before[box])
 
     def split(
         self,
