@@ -16,6 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    Table,
     and_,
     false,
     func,
@@ -81,9 +82,12 @@ def stored_ids(values: int | Iterable[int] | np.ndarray) -> list[int]:
     return to_db(arr.astype(np.uint64)).tolist()
 
 
-def box_clause(box: BBox) -> ColumnElement[bool]:
-    """Synapses whose centre lies in ``box`` (cell ranges for the index, then exact bounds)."""
-    table = schema.synapses
+def box_clause(box: BBox, table: Table | None = None) -> ColumnElement[bool]:
+    """Synapses whose centre lies in ``box`` (cell ranges for the index, then exact bounds).
+
+    ``table``: any table with the synapse columns (default the live ``synapses``).
+    """
+    table = schema.synapses if table is None else table
     exact = and_(
         *(getattr(table.c, axis) >= lo for axis, lo in zip("zyx", box.start, strict=True)),
         *(getattr(table.c, axis) < hi for axis, hi in zip("zyx", box.stop, strict=True)),
@@ -104,9 +108,14 @@ def synapse_clause(
     include_self: bool = False,
     bbox: BBox | None = None,
     status: str | Sequence[str] | None = None,
+    table: Table | None = None,
 ) -> ColumnElement[bool]:
-    """The WHERE clause of a synapse query (see :meth:`AnnotationStore.synapses`)."""
-    table = schema.synapses
+    """The WHERE clause of a synapse query (see :meth:`AnnotationStore.synapses`).
+
+    ``table``: any table with the synapse columns (default the live ``synapses``; a
+    version's frozen rows use the same clause).
+    """
+    table = schema.synapses if table is None else table
     clauses: list[ColumnElement[bool]] = []
     if neurons is not None:
         ids = stored_ids(neurons)
@@ -119,7 +128,7 @@ def synapse_clause(
     if not include_self:
         clauses.append(table.c.pre_id != table.c.post_id)
     if bbox is not None:
-        clauses.append(box_clause(bbox))
+        clauses.append(box_clause(bbox, table))
     if status is not None:
         wanted = [status] if isinstance(status, str) else list(status)
         clauses.append(table.c.status.in_(wanted))

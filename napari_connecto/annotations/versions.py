@@ -23,24 +23,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Integer,
-    Table,
     and_,
-    false,
     func,
     literal,
-    or_,
     select,
-    true,
 )
 from sqlalchemy.exc import IntegrityError
 
 from napari_connecto.annotations import queries, schema
 from napari_connecto.annotations.frames import SYNAPSE_COLUMNS
 from napari_connecto.annotations.ids import from_db
-from napari_connecto.annotations.spatial import cell_ids
 from napari_connecto.errors import AnnotationError
 
 if TYPE_CHECKING:
@@ -211,37 +205,6 @@ def _drop(conn: Connection, name: str) -> VersionInfo:
     return info
 
 
-def synapse_clause(
-    table: Table,
-    neurons: int | Iterable[int] | None = None,
-    *,
-    pre: bool = True,
-    post: bool = True,
-    include_self: bool = False,
-    bbox: BBox | None = None,
-    status: str | Sequence[str] | None = None,
-) -> ColumnElement[bool]:
-    """:func:`.queries.synapse_clause` over any table with the synapse columns."""
-    clauses: list[ColumnElement[bool]] = []
-    if neurons is not None:
-        ids = queries.stored_ids(neurons)
-        sides = [table.c.pre_id.in_(ids)] if pre else []
-        sides += [table.c.post_id.in_(ids)] if post else []
-        clauses.append(or_(*sides) if sides else false())
-    if not include_self:
-        clauses.append(table.c.pre_id != table.c.post_id)
-    if bbox is not None:
-        clauses += [table.c[a] >= lo for a, lo in zip("zyx", bbox.start, strict=True)]
-        clauses += [table.c[a] < hi for a, hi in zip("zyx", bbox.stop, strict=True)]
-        cells = cell_ids(bbox)
-        if cells is not None:
-            clauses.append(table.c.cell.in_(cells) if cells else false())
-    if status is not None:
-        wanted = [status] if isinstance(status, str) else list(status)
-        clauses.append(table.c.status.in_(wanted))
-    return and_(true(), *clauses)
-
-
 class VersionsMixin:
     """The version API of :class:`~napari_connecto.annotations.AnnotationStore`."""
 
@@ -343,7 +306,10 @@ class VersionsMixin:
 
         def run(conn: Connection) -> pd.DataFrame:
             vid = find_version(conn, version).id
-            where = and_(table.c.version == vid, synapse_clause(table, neurons, **filters))
+            where = and_(
+                table.c.version == vid,
+                queries.synapse_clause(neurons, table=table, **filters),
+            )
             query = select(*(table.c[c] for c in SYNAPSE_COLUMNS)).where(where)
             rows = conn.execute(query.order_by(table.c.id)).all()
             return queries.to_frame(rows, SYNAPSE_COLUMNS)
