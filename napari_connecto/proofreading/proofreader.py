@@ -309,7 +309,9 @@ class Proofreader(SynapseEditing, ServerEditing):
         return out
 
     def fragments_of(self, segment: int) -> np.ndarray:
-        """Fragment ids (uint64) of a segment."""
+        """Fragment ids (uint64) of a segment (DVID: its supervoxels, asked of the server)."""
+        if self.server is not None:
+            return np.asarray(self.server.supervoxels(int(segment)), dtype=np.uint64)
         frags = self.store.run_read(
             lambda c: assignments.fragments_of(c, self.key, to_db_one(segment))
         )

@@ -58,8 +58,10 @@ def test_merge_goes_to_the_server_and_undo_restores_it_exactly(labelmap, tmp_pat
         sid = int(pr.store.synapses()["id"].iloc[0])
         assert pr.store.synapse_neurons(sid) == (1, 2)
 
+        assert pr.fragments_of(1).tolist() == [1]
         pr.merge(1, 2)
         assert pr.commit()
+        assert pr.fragments_of(1).tolist() == [1, 2]  # the server's supervoxels of body 1
         merged = _read(source)
         expected = before.copy()
         expected[expected == 2] = 1
