@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtWidgets import QApplication
 
 from napari_connecto.proofreading.patches import VoxelPatch
 from napari_connecto.proofreading.voxels import current_voxels, overlay_patch
@@ -202,8 +203,14 @@ class PaintCanvas:
 
     def close(self) -> None:
         """Journal what is left, then remove the canvas layer."""
-        self.flush()
         viewer = self.session.viewer
+        if viewer is not None and viewer.layers.selection.active is self.layer:
+            # hand the selection back and let Qt take that in before the layer goes:
+            # removing the active painting layer crashed Mesa's llvmpipe on a later draw
+            if self.session.layer in viewer.layers:
+                viewer.layers.selection.active = self.session.layer
+            QApplication.processEvents()
+        self.flush()
         if viewer is not None and self.layer in viewer.layers:
             viewer.layers.remove(self.layer)
         if self.session.canvas is self:

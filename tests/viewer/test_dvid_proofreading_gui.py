@@ -79,3 +79,52 @@ def test_merge_and_cleave_on_dvid_show_in_the_viewer(make_napari_viewer, labelma
     after = viewer.screenshot(canvas_only=True, flash=False)
     np.testing.assert_array_equal(after, before)
     panel.stop()
+
+
+def test_painting_on_dvid_through_the_canvas_writes_the_server(
+    make_napari_viewer, labelmap, tmp_path, qtbot
+):
+    import napari_connecto as nc
+    from napari_connecto.viewer.paint_canvas import PaintCanvas
+
+    viewer = make_napari_viewer(show=True)
+    (seg,) = add_sources(viewer, [labelmap])
+    seg.opacity = 1.0
+    go_to(viewer, (32 * RES, 64 * RES, 96 * RES))
+    viewer.scene.camera.zoom = 600 / (192 * RES)
+    panel = ProofreadingPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Proofreading")
+    assert panel.start(str(tmp_path / "edits.db"), seg, confirm=lambda text: True)
+    assert panel.paint_button.isEnabled()
+    session = panel.session
+    _settle(viewer, session)
+    PaintCanvas.open(session, depth=1).result(10)
+    qtbot.waitUntil(lambda: session.canvas is not None, timeout=10000)
+    canvas = session.canvas
+    label = int(canvas.layer.selected_label)  # a new id, reserved on the server
+    assert label > 3
+    z = 32 - canvas.start[0]
+    canvas.layer.brush_size = 10
+    for x in (40, 60, 80):  # across supervoxels 1 and 2 and the block edge at x = 64
+        canvas.layer.paint((z, 64 - canvas.start[1], x - canvas.start[2]), label)
+    _settle(viewer, session)
+    for _ in range(40):  # the sync timer journals anything napari did not announce
+        QApplication.processEvents()
+        time.sleep(0.02)
+    _settle(viewer, session)
+    assert not session.errors, session.errors
+    painted = np.count_nonzero(np.asarray(canvas.layer.data) == label)
+    assert painted > 100
+    labels = nc.open_volume(labelmap).read_voxels(0, (0, 0, 0), SHAPE)
+    svs = nc.open_volume(labelmap + "?supervoxels=true").read_voxels(0, (0, 0, 0), SHAPE)
+    assert np.count_nonzero(labels == label) == painted  # the server reads the stroke
+    assert np.count_nonzero(svs == label) == painted  # written as supervoxel `label`
+    canvas.close()
+    _settle(viewer, session)
+    assert _shown(seg, (32, 64, 60)) == label
+    session.undo()
+    session.undo()
+    session.undo()
+    _settle(viewer, session)
+    assert not np.any(nc.open_volume(labelmap).read_voxels(0, (0, 0, 0), SHAPE) == label)
+    panel.stop()
