@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_connecto.remote.inflate import inflate
+
 if TYPE_CHECKING:
     from napari_connecto.volume.scale import Index3
 
@@ -77,13 +79,9 @@ def decompress(payload: bytes, compression: dict[str, Any], cap: int) -> bytes:
     return out
 
 
-def _inflate(payload: bytes, cap: int) -> bytes:
-    """Gzip or zlib (N5's ``useZlib``), told apart by the header."""
-    inflater = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)
-    out = inflater.decompress(payload, cap + 1)
-    if len(out) <= cap and not inflater.eof:
-        raise ValueError("truncated gzip block")
-    return out
+def _inflate(payload: bytes, cap: int) -> bytes | memoryview:
+    """Gzip or zlib (N5's ``useZlib``), told apart by the header; libdeflate if present."""
+    return inflate(payload, cap, zlib_too=True)
 
 
 def _numcodecs(kind: str, payload: bytes, cap: int) -> bytes:
@@ -93,7 +91,7 @@ def _numcodecs(kind: str, payload: bytes, cap: int) -> bytes:
     if kind == "blosc":
         if len(payload) < 16:
             raise ValueError("blosc block shorter than its header")
-        nbytes, cbytes, _ = numcodecs.blosc.cbuffer_sizes(payload)
+        nbytes, _, cbytes = struct.unpack_from("<III", payload, 4)  # blosc header sizes
         if nbytes > cap or cbytes != len(payload):
             raise ValueError(f"blosc header announces {nbytes} bytes in {cbytes}")
         return bytes(numcodecs.Blosc().decode(payload))
@@ -147,8 +145,10 @@ def decode_block(
         if count != math.prod(shape):
             raise ValueError("varlength blocks with a different element count are not supported")
     expected = count * dtype.itemsize
-    raw = decompress(data[head:], compression, expected)
+    raw = decompress(memoryview(data)[head:], compression, expected)
     if len(raw) != expected:
         raise ValueError(f"block holds {len(raw)} bytes, its header announces {expected}")
     array = np.frombuffer(raw, dtype=dtype.newbyteorder(">")).reshape(shape[::-1])
+    if array.dtype.isnative and not array.flags.writeable:  # one copy, writable and native
+        return array.copy()
     return array.astype(dtype.newbyteorder("="), copy=False)

@@ -6,25 +6,34 @@ read such a volume as all zeros. Scales whose directory holds ``.gz`` files are
 read here instead: raw and compressed_segmentation chunks, gzip detected by its
 magic bytes and decompressed with a cap at the size the chunk can have.
 
-The compressed_segmentation decoder is pure numpy with every offset checked:
-the C decoder of the ``compressed-segmentation`` package crashes the process on
-malformed input, so it is never given bytes from disk.
+compressed_segmentation chunks are checked in numpy first, every offset the
+decoder will follow (channel headers, block headers, encoded values, and the
+lookup-table entry of the largest index each block can hold, computed exactly
+where the table sits near the end): the C decoder of the
+``compressed-segmentation`` package checks nothing and crashes the process on
+malformed input, so it only ever sees bytes that passed. It is called through
+:mod:`ctypes` (its exported ``DecompressChannels`` templates), which releases
+the GIL while it decodes; the pure-numpy decoder remains for 32-bit blocks
+(the C code's bit mask overflows there) and where the library is unavailable.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import math
 import os
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_connecto.backends._assemble import assemble
+from napari_connecto.remote.inflate import inflate
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from napari_connecto.volume.scale import Index3
@@ -111,7 +120,7 @@ class ChunkGrid:
         return 4 * self.num_channels + self.num_channels * blocks * 8 + padded * 4 + raw
 
 
-def gunzip(data: bytes, cap: int) -> bytes:
+def gunzip(data: bytes, cap: int) -> bytes | memoryview:
     """Decompress one gzip stream, refusing output larger than ``cap`` bytes.
 
     Raises
@@ -119,25 +128,21 @@ def gunzip(data: bytes, cap: int) -> bytes:
     ValueError
         If the stream is corrupt, truncated or decompresses to more than ``cap``.
     """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, cap + 1)
-    except zlib.error as exc:
-        raise ValueError(f"corrupt gzip data ({exc})") from None
-    if len(out) > cap:
-        raise ValueError(f"gzip data decompresses to more than {cap} bytes")
-    if not inflater.eof:
-        raise ValueError("truncated gzip data")
-    return out
+    return inflate(data, cap)
 
 
-def decode_raw(data: bytes, shape: Index3, dtype: np.dtype, channels: int) -> np.ndarray:
+def decode_raw(
+    data: bytes | bytearray | memoryview, shape: Index3, dtype: np.dtype, channels: int
+) -> np.ndarray:
     """Decode a raw chunk (``[x, y, z, c]`` Fortran order) into ``(c, z, y, x)``."""
     expected = math.prod(shape) * channels * dtype.itemsize
     if len(data) != expected:
         raise ValueError(f"raw chunk has {len(data)} bytes, expected {expected}")
-    flat = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
-    return flat.reshape((channels, *shape)).astype(dtype)
+    # one copy into memory of its own (none if the body already is, as inflated ones are)
+    writable = isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly)
+    own = data if writable else bytearray(data)
+    chunk = np.frombuffer(own, dtype=dtype.newbyteorder("<")).reshape((channels, *shape))
+    return chunk if chunk.dtype.isnative else chunk.astype(dtype)
 
 
 def decode_compressed_segmentation(
@@ -171,9 +176,99 @@ def decode_compressed_segmentation(
     if len(words) < channels:
         raise ValueError("shorter than its channel header")
     out = np.empty((channels, *shape), dtype=dtype)
-    for c in range(channels):
-        _decode_channel(words, int(words[c]), out[c], block)
+    if 0 in shape:
+        return out
+    native = _native_decoder(dtype)
+    bases = [int(words[c]) for c in range(channels)]
+    if native is not None and all(_check_channel(words, b, shape, block, dtype) for b in bases):
+        _decode_native(native, words, out, block)
+        return out
+    for c, base in enumerate(bases):
+        _decode_channel(words, base, out[c], block)
     return out
+
+
+_Sizes = ctypes.c_ssize_t * 4
+_NATIVE_SYMBOLS = {
+    4: "_ZN21compress_segmentation18DecompressChannelsIjEEvPKjPKlS4_S4_PT_",
+    8: "_ZN21compress_segmentation18DecompressChannelsImEEvPKjPKlS4_S4_PT_",
+}
+
+
+@functools.cache
+def _native_library() -> ctypes.CDLL | None:
+    """The ``compressed_segmentation`` extension, opened for :mod:`ctypes` (``None`` if absent)."""
+    try:
+        import compressed_segmentation
+    except ImportError:
+        return None
+    try:
+        return ctypes.CDLL(compressed_segmentation.__file__)
+    except OSError:
+        return None
+
+
+@functools.cache
+def _native_function(itemsize: int) -> Callable[..., None] | None:
+    """The C ``DecompressChannels<uint32/64>`` (GIL released by ctypes), or ``None``."""
+    library = _native_library()
+    symbol = _NATIVE_SYMBOLS[itemsize]
+    if library is None or not hasattr(library, symbol):
+        return None
+    function = getattr(library, symbol)
+    function.argtypes = [ctypes.c_void_p] * 5
+    function.restype = None
+    return function  # type: ignore[no-any-return]
+
+
+def _native_decoder(dtype: np.dtype) -> Callable[..., None] | None:
+    """:func:`_native_function` for ``dtype`` (``None``: decode in numpy)."""
+    return _native_function(dtype.itemsize)
+
+
+def _decode_native(
+    function: Callable[..., None], words: np.ndarray, out: np.ndarray, block: Index3
+) -> None:
+    """Decode checked ``words`` into ``out`` (c, z, y, x, C order) with the C decoder."""
+    channels, z, y, x = out.shape
+    size = _Sizes(x, y, z, channels)
+    blocks = _Sizes(block[2], block[1], block[0], 0)
+    strides = _Sizes(1, x, x * y, x * y * z)
+    function(words.ctypes.data, size, blocks, strides, out.ctypes.data)
+
+
+def _check_channel(
+    words: np.ndarray, base: int, shape: Index3, block: Index3, dtype: np.dtype
+) -> bool:
+    """Check every offset the C decoder follows for one channel; ``False``: use numpy instead.
+
+    Accepts and refuses exactly what :func:`_decode_channel` does (same checks,
+    same ``ValueError``); ``False`` for 32-bit blocks, which the C decoder gets wrong.
+    """
+    grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
+    nblocks, per_block = math.prod(grid), math.prod(block)
+    if base + 2 * nblocks > len(words):
+        raise ValueError("block headers run past the end of the data")
+    headers = words[base : base + 2 * nblocks].astype(np.int64)
+    table = base + (headers[0::2] & 0xFFFFFF)
+    bits = headers[0::2] >> 24
+    values_at = base + headers[1::2]
+    if not ((bits & (bits - 1) == 0) & (bits <= 32)).all():  # 0 or a power of two to 32
+        raise ValueError(f"invalid encoded bits {sorted(set(bits.tolist()) - set(_CSEG_BITS))}")
+    if (bits == 32).any():
+        return False
+    coded = bits > 0
+    if (values_at[coded] + (bits[coded] * per_block + 31) // 32 > len(words)).any():
+        raise ValueError("encoded values run past the end of the data")
+    wpv = dtype.itemsize // 4
+    # a table with room for every index its bits can hold is safe; check the others exactly
+    near_end = np.flatnonzero(table + (np.int64(1) << bits) * wpv > len(words))
+    for k in np.unique(bits[near_end]).tolist() if near_end.size else ():
+        sel = near_end[bits[near_end] == k]
+        index = _block_indices(words, values_at[sel], int(k), per_block)
+        if (table[sel] + (index.max(axis=1) + 1) * wpv > len(words)).any():
+            raise ValueError("lookup table runs past the end of the data")
+    return True
 
 
 def _decode_channel(words: np.ndarray, base: int, out: np.ndarray, block: Index3) -> None:

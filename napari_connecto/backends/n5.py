@@ -595,6 +595,8 @@ def read_remote(
         )
         block = block.reshape(block.shape[-3:]) if ndim > 3 else block
         block = block[np.newaxis] if ndim == 2 else block
+        if block.shape == shape and block.dtype == scale.dtype and block.flags.writeable:
+            return block[np.newaxis]  # a whole block, decoded into memory of its own
         out = np.zeros(shape, dtype=scale.dtype)
         fit = tuple(slice(0, min(a, b)) for a, b in zip(block.shape, shape, strict=True))
         out[fit] = block[fit]

@@ -50,6 +50,7 @@ from napari_connecto.geometry import Vec3
 from napari_connecto.volume.scale import Index3, Scale
 
 if TYPE_CHECKING:
+    from napari_connecto.remote.zarr_chunks import ChunkReader
     from napari_connecto.source import Source
 
 __all__ = ["ZarrBackend"]
@@ -86,6 +87,7 @@ class _Level:
     meta: ArrayMeta
     store: Any  # tensorstore.TensorStore or zarr.Array
     axes: tuple[str | int, ...]  # per stored axis: "z", "y", "x" or a fixed index
+    direct: ChunkReader | None = None  # plain remote arrays: chunks read without zarr-python
 
     def index(self, start: Index3, stop: Index3) -> tuple[slice | int, ...]:
         """The stored-order index of a z, y, x region."""
@@ -132,7 +134,8 @@ def _axis_roles(meta: ArrayMeta, names: list[str] | None) -> tuple[str | int, ..
 def _open_level(meta: ArrayMeta, names: list[str] | None, mode: str) -> _Level:
     where = str(meta.path)
     if not isinstance(meta.path, Path):
-        return _Level(meta, _open_remote(meta, mode), _axis_roles(meta, names))
+        array, direct = _open_remote(meta, mode)
+        return _Level(meta, array, _axis_roles(meta, names), direct)
     if meta.tensorstore_ok:
         driver = "zarr" if meta.zarr_format == 2 else "zarr3"
         spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(meta.path)}}
@@ -152,22 +155,29 @@ def _open_level(meta: ArrayMeta, names: list[str] | None, mode: str) -> _Level:
     return _Level(meta, store, _axis_roles(meta, names))
 
 
-def _open_remote(meta: ArrayMeta, mode: str) -> Any:
-    """A zarr-python array reading through the shared HTTP transport (read-only)."""
+def _open_remote(meta: ArrayMeta, mode: str) -> tuple[Any, ChunkReader | None]:
+    """A zarr-python array reading through the shared HTTP transport (read-only).
+
+    With it, for plain layouts, a :class:`ChunkReader` that reads the same chunks
+    without zarr-python's event loop (several times cheaper per chunk).
+    """
     import zarr
 
+    from napari_connecto.remote.zarr_chunks import chunk_reader
     from napari_connecto.remote.zarr_store import HttpZarrStore
 
     if mode != "r":
         raise ReadOnlyError(f"{meta.path} is remote; remote zarr arrays are read-only")
     path: Any = meta.path  # a UrlPath: its metadata was just fetched, zarr-python reuses it
-    store = HttpZarrStore(path.store.child(path.key), path.fetched())
+    http, known = path.store.child(path.key), path.fetched()
+    store = HttpZarrStore(http, known)
     try:
-        return zarr.open_array(store=store, mode="r", zarr_format=meta.zarr_format)
+        array = zarr.open_array(store=store, mode="r", zarr_format=meta.zarr_format)
     except _ZARR_OPEN_ERRORS as exc:
         raise UnsupportedEncodingError(
             str(meta.path), "", f"zarr-python cannot open it ({type(exc).__name__}: {exc})"
         ) from None
+    return array, chunk_reader(http, known, meta.zarr_format, np.dtype(array.dtype))
 
 
 def _scale_of(level: _Level, res: tuple[float, ...], shift: tuple[float, ...], key: str) -> Scale:
@@ -349,7 +359,9 @@ class ZarrBackend(VolumeBackend):
             block = read_region(level.store, index, where=where, scale=scale)  # type: ignore[arg-type]
         else:
             try:
-                block = np.asarray(level.store[index])
+                block = None if level.direct is None else level.direct.read(index)
+                if block is None:
+                    block = np.asarray(level.store[index])
             except _ZARR_READ_ERRORS as exc:
                 raise ChunkError(where, scale, str(index), str(exc)) from None
         return level.to_zyx(block)

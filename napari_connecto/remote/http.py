@@ -36,6 +36,7 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
     HTTPError,
+    LocationValueError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -68,6 +69,7 @@ _BUSY_STATUSES = frozenset({429, 503})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _MAX_REDIRECTS = 3
 _MAX_ERROR_TEXT = 500
+_MAX_ORIGINS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +144,11 @@ class HttpClient:
 
     def __init__(self, config: HttpConfig | None = None) -> None:
         self.config = config or HttpConfig()
-        self._pool = urllib3.PoolManager(
-            num_pools=16,
-            maxsize=self.config.pool_size,
-            block=False,
-            retries=False,
-            headers={"User-Agent": self.config.user_agent},
+        # One connection pool per origin, kept here rather than in a PoolManager: its
+        # per-request URL parsing and pool lookup cost as much as the rest of a GET.
+        self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
+        self._timeout = urllib3.Timeout(
+            connect=self.config.connect_timeout, read=self.config.read_timeout
         )
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
@@ -265,6 +266,10 @@ class HttpClient:
         real and propagates at once; if not (no ``Content-Length``), the body may
         have been cut and the request is retried.
 
+        ``decode`` is given a body of stated length as a ``bytearray`` of its own
+        (read without a copy, so arrays decoded from it can be writable), other
+        bodies as ``bytes``.
+
         Returns
         -------
         object or None
@@ -280,7 +285,12 @@ class HttpClient:
         problem: ValueError | None = None
         for attempt in range(self.config.retries + 1):
             response = self.request(
-                "GET", url, byte_range=byte_range, allow_missing=allow_missing, body=body
+                "GET",
+                url,
+                byte_range=byte_range,
+                allow_missing=allow_missing,
+                body=body,
+                own_buffer=True,
             )
             if response is None:
                 return None
@@ -334,8 +344,12 @@ class HttpClient:
         byte_range: tuple[int, int | None] | None = None,
         allow_missing: bool = False,
         idempotent: bool | None = None,
+        own_buffer: bool = False,
     ) -> HttpResponse | None:
         """Send one request with retries; see the module docstring for the rules.
+
+        With ``own_buffer``, a plain body of stated length is read straight into a
+        ``bytearray`` of its own (no copy; arrays decoded from it can be writable).
 
         Returns
         -------
@@ -356,7 +370,9 @@ class HttpClient:
             if attempt:
                 self._count("retries")
             try:
-                response = self._once(method, url, body, all_headers, idempotent, allow_missing)
+                response = self._once(
+                    method, url, body, all_headers, idempotent, allow_missing, own_buffer=own_buffer
+                )
                 if response is not None and byte_range is not None:
                     response = _check_range(url, response, byte_range)
             except _RetryError as retry:
@@ -380,23 +396,25 @@ class HttpClient:
         headers: dict[str, str],
         idempotent: bool,
         allow_missing: bool,
+        *,
+        own_buffer: bool = False,
     ) -> HttpResponse | None:
         """One attempt, redirects followed; raise :class:`_RetryError` for a retryable failure."""
         shown = public_url(url)
-        timeout = urllib3.Timeout(
-            connect=self.config.connect_timeout, read=self.config.read_timeout
-        )
+        headers = {"User-Agent": self.config.user_agent, **headers}
         for _ in range(_MAX_REDIRECTS + 1):
             self._count("requests")
             try:
-                raw = self._pool.request(
+                pool, target = self._connection_pool(url)
+                raw = pool.urlopen(
                     method,
-                    url,
+                    target,
                     body=body,
                     headers=headers,
-                    timeout=timeout,
+                    timeout=self._timeout,
                     retries=False,
                     redirect=False,
+                    assert_same_host=False,
                     preload_content=False,
                 )
             except NewConnectionError as exc:  # refused, or the name does not resolve
@@ -420,7 +438,7 @@ class HttpClient:
                 raw.release_conn()
                 url = _same_origin_redirect(url, raw.headers["Location"])
                 continue
-            return self._answer(method, url, raw, idempotent, allow_missing)
+            return self._answer(method, url, raw, idempotent, allow_missing, own_buffer=own_buffer)
         raise RemoteError(shown, f"more than {_MAX_REDIRECTS} redirects")
 
     def _answer(
@@ -430,11 +448,13 @@ class HttpClient:
         raw: urllib3.BaseHTTPResponse,
         idempotent: bool,
         allow_missing: bool,
+        *,
+        own_buffer: bool = False,
     ) -> HttpResponse | None:
         """Read and check one answer's body; classify its status."""
         shown = public_url(url)
         try:
-            body = self._read_body(raw, shown)
+            body = self._read_body(raw, shown, own_buffer=own_buffer)
         except (ReadTimeoutError, TimeoutError) as exc:
             raise _RetryError(self._cause(RemoteTimeoutError, shown, exc, "timeout")) from None
         except (ProtocolError, DecodeError, HTTPError, OSError) as exc:
@@ -462,14 +482,18 @@ class HttpClient:
         self._count("bytes", len(body))
         return HttpResponse(status, body, raw.headers, verified)
 
-    def _read_body(self, raw: urllib3.BaseHTTPResponse, shown: str) -> bytes:
+    def _read_body(
+        self, raw: urllib3.BaseHTTPResponse, shown: str, *, own_buffer: bool = False
+    ) -> bytes:
         """The whole body, refusing more than ``max_body_bytes``."""
-        length = raw.headers.get("content-length")
+        headers = raw.headers
+        length = headers.get("content-length")
         if length is not None and length.isdigit():
             if int(length) > self.config.max_body_bytes:
                 raise RemoteError(shown, f"answer of {length} bytes is larger than allowed")
-            if not raw.headers.get("content-encoding"):  # its size is known: one read
-                return raw.read()
+            if not headers.get("content-encoding"):  # its size is known: one read
+                plain = own_buffer and "transfer-encoding" not in headers
+                return _read_into(raw, int(length)) if plain else raw.read()
         parts, total = [], 0
         for part in raw.stream(2**20, decode_content=True):
             total += len(part)
@@ -498,9 +522,74 @@ class HttpClient:
         with self._lock:
             self.stats[key] += n
 
+    def _connection_pool(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The pool of ``url``'s origin (made on first use) and the request target.
+
+        Raises
+        ------
+        urllib3.exceptions.LocationValueError
+            For a URL that is not ``http(s)://host/...`` (an ``HTTPError``).
+        """
+        scheme, sep, rest = url.partition("://")
+        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+        netloc, target = rest[:end], rest[end:].split("#", 1)[0]  # fragments are not sent
+        origin = (scheme.lower(), netloc)
+        pool = self._pools.get(origin)
+        if pool is None:
+            if not sep or origin[0] not in ("http", "https") or not netloc:
+                raise LocationValueError(f"not an http(s) URL: {public_url(url)}")
+            pool = self._new_pool(origin)
+        return pool, target if target.startswith("/") else "/" + target
+
+    def _new_pool(self, origin: tuple[str, str]) -> urllib3.HTTPConnectionPool:
+        """A keep-alive pool for one origin; the oldest pool is closed past ``_MAX_ORIGINS``."""
+        with self._lock:
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = urllib3.connection_from_url(
+                    f"{origin[0]}://{origin[1]}/",
+                    maxsize=self.config.pool_size,
+                    block=False,
+                    retries=False,
+                )
+                pools = dict(self._pools)
+                pools[origin] = pool
+                while len(pools) > _MAX_ORIGINS:
+                    pools.pop(next(iter(pools))).close()
+                self._pools = pools  # replaced whole: lock-free readers see old or new
+        return pool
+
     def close(self) -> None:
         """Close every pooled connection."""
-        self._pool.clear()
+        with self._lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
+
+
+def _read_into(raw: urllib3.BaseHTTPResponse, length: int) -> bytes:
+    """A body of stated ``length`` read into a ``bytearray`` of its own, every byte checked.
+
+    Reads through the ``http.client`` response under urllib3's (``readinto``
+    fills the buffer without an intermediate ``bytes``); a body that ends early
+    raises :class:`ProtocolError`. On any failure the connection is closed, not
+    pooled, as urllib3 does.
+    """
+    source = getattr(raw, "_fp", None)
+    if not hasattr(source, "readinto"):  # not the urllib3 we know: the plain way
+        return bytearray(raw.read())
+    buffer = bytearray(length)
+    view, got = memoryview(buffer), 0
+    try:
+        while got < length:
+            n = source.readinto(view[got:])  # type: ignore[union-attr]
+            if not n:
+                raise ProtocolError(f"body ended after {got} of {length} bytes")
+            got += n
+    except BaseException:
+        raw.close()
+        raise
+    return buffer  # type: ignore[return-value]
 
 
 def _range_header(start: int, length: int | None) -> str:
