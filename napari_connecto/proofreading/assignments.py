@@ -59,20 +59,21 @@ def segments_of(conn: Connection, volume: str, fragments: Iterable[int]) -> dict
 
 
 def fragments_of(conn: Connection, volume: str, segment: int) -> list[int]:
-    """Every fragment (database id) of ``segment``, including the segment's own id if it is one."""
+    """Every fragment (database id) of ``segment``, including the segment's own id if it is one.
+
+    One query: the rows mapped to the segment, and the segment's own row (a fragment whose
+    id is the segment's but that was merged elsewhere is not part of it).
+    """
     a = schema.assignments
-    mapped = [
-        int(f)
-        for f in conn.execute(
-            select(a.c.fragment).where(a.c.volume == volume, a.c.segment == segment)
-        ).scalars()
-    ]
-    own = conn.execute(
-        select(a.c.segment).where(a.c.volume == volume, a.c.fragment == segment)
-    ).scalar()
-    if own is None:
-        mapped.append(int(segment))
-    return sorted(set(mapped))
+    rows = conn.execute(
+        select(a.c.fragment, a.c.segment).where(
+            a.c.volume == volume, or_(a.c.segment == segment, a.c.fragment == segment)
+        )
+    ).all()
+    mapped = {int(f) for f, s in rows if s == segment}
+    if not any(f == segment for f, _ in rows):
+        mapped.add(int(segment))
+    return sorted(mapped)
 
 
 def load_mapping(store: AnnotationStore, volume: str) -> RemapIds:
@@ -153,14 +154,16 @@ def merge_record(conn: Connection, volume: str, keep: int, absorb: int, now: flo
     """
     if keep == absorb:
         raise EditError(f"{from_db_one(keep)} and {from_db_one(absorb)} are one segment already")
-    for name, segment in (("keep", keep), ("absorb", absorb)):
-        if not fragments_of(conn, volume, segment):
+    pair = (("keep", keep), ("absorb", absorb))
+    found = {name: fragments_of(conn, volume, segment) for name, segment in pair}
+    for name, segment in pair:
+        if not found[name]:
             owner = segments_of(conn, volume, [segment])[segment]
             raise EditError(
                 f"{name}={from_db_one(segment)} is no segment: it is part of segment "
                 f"{from_db_one(owner)} now"
             )
-    moved = fragments_of(conn, volume, absorb)
+    moved = found["absorb"]
     changes = _assign(conn, volume, moved, keep)
     syn = follow_merge(conn, keep, absorb, now)
     changes += syn
