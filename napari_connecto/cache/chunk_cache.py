@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,9 +16,13 @@ __all__ = ["CacheStats", "ChunkCache", "ChunkKey"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkKey:
-    """Names one decoded block of one level of one streamed volume."""
+class ChunkKey(NamedTuple):
+    """Names one decoded block of one level of one streamed volume.
+
+    A named tuple rather than a frozen dataclass: keys are hashed and compared on every
+    cache lookup (hundreds per redraw on the main thread), which tuples do in C, and
+    tuples of plain ints drop out of the garbage collector's tracking.
+    """
 
     volume: int
     """Token of the :class:`~napari_connecto.cache.streaming.StreamingVolume`."""

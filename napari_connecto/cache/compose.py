@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -27,9 +28,6 @@ class Composed(NamedTuple):
     uncovered: list[Index3]
     """Missing blocks that no coarser cached block stood in for (fully)."""
 
-
-_StandIn = tuple["LevelGeometry", "Index3", "Index3", np.ndarray]
-"""A cached coarser block: its level, ratio to the target level, index and data."""
 
 HATCH_PERIOD = 8
 """Stripe width, in display voxels, of the pattern drawn over failed chunks."""
@@ -68,39 +66,37 @@ def _ratio(coarse: LevelGeometry, here: LevelGeometry) -> Index3 | None:
     return tuple(c // h for c, h in zip(coarse.factor, here.factor, strict=True))  # type: ignore[return-value]
 
 
-def _upsample(
-    small: np.ndarray, ratio: Index3, small_start: Index3, start: Index3, stop: Index3
-) -> np.ndarray:
-    """Nearest upsampling of ``small`` (placed at ``small_start``) cropped to ``[start, stop)``."""
+_Segment = tuple[int, slice, slice, int, int]
+"""Along one axis: block index, slice of the block, slice of the region, region start/stop."""
+
+
+def _segments(lo: int, hi: int, shift: int, size: int, block: int) -> list[_Segment]:
+    """The blocks of one axis overlapping display ``[lo, hi)``, with where each part goes."""
+    a, b = max(lo - shift, 0), min(hi - shift, size)  # storage coordinates
+    out = []
+    for k in range(a // block, (b - 1) // block + 1) if b > a else ():
+        s0 = k * block
+        c0, c1 = max(s0, a), min(s0 + block, size, b)
+        out.append((k, slice(c0 - s0, c1 - s0), slice(c0 + shift - lo, c1 + shift - lo),
+                    c0 + shift, c1 + shift))  # fmt: skip
+    return out
+
+
+def _grid(geom: LevelGeometry, start: Sequence[int], stop: Sequence[int]) -> list[list[_Segment]]:
+    return [
+        _segments(lo, hi, sh, n, bs)
+        for lo, hi, sh, n, bs in zip(
+            start, stop, geom.shift, geom.storage_shape, geom.block, strict=True
+        )
+    ]
+
+
+def _upsample(small: np.ndarray, ratio: Index3) -> np.ndarray:
+    """Nearest upsampling of ``small`` by ``ratio`` (one copy per axis that grows)."""
     for axis, r in enumerate(ratio):
         if r > 1:
             small = np.repeat(small, r, axis=axis)
-    crop = tuple(
-        slice(a - ca * r, b - ca * r)
-        for a, b, ca, r in zip(start, stop, small_start, ratio, strict=True)
-    )
-    return small[crop]
-
-
-def _paint_block(
-    out: np.ndarray, out_start: Index3, bbox: tuple[Index3, Index3], stand_in: _StandIn
-) -> None:
-    """Paint one coarser block, upsampled, over its footprint inside ``bbox``."""
-    coarse, ratio, block, data = stand_in
-    b_start = coarse.block_display_bounds(block)[0]
-    lo = tuple(
-        max((s + o) * r, a) for s, o, r, a in zip(b_start, (0, 0, 0), ratio, bbox[0], strict=True)
-    )
-    hi = tuple(
-        min((s + n) * r, b) for s, n, r, b in zip(b_start, data.shape, ratio, bbox[1], strict=True)
-    )
-    if any(h <= low for low, h in zip(lo, hi, strict=True)):
-        return
-    c_lo = tuple(a // r for a, r in zip(lo, ratio, strict=True))
-    c_hi = tuple(-(-b // r) for b, r in zip(hi, ratio, strict=True))
-    piece = data[tuple(slice(a - s, b - s) for a, b, s in zip(c_lo, c_hi, b_start, strict=True))]
-    target = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, out_start, strict=True))
-    out[target] = _upsample(piece, ratio, c_lo, lo, hi)  # type: ignore[arg-type]
+    return small
 
 
 def compose_region(
@@ -126,19 +122,27 @@ def compose_region(
     """
     geom = levels[level]
     out = np.full(tuple(b - a for a, b in zip(start, stop, strict=True)), fill, dtype=dtype)
-    present: list[tuple[Index3, np.ndarray]] = []
+    present: list[tuple[np.ndarray, tuple[slice, ...], tuple[slice, ...]]] = []
     missing: list[Index3] = []
-    for block in geom.blocks_for(start, stop):
-        data = lookup(level, block)
-        if data is None:
-            missing.append(block)
-        else:
-            present.append((block, data))
+    footprints: list[tuple[int, int, int, int, int, int]] = []
+    zs, ys, xs = _grid(geom, start, stop)
+    for bz, sz, dz, z0, z1 in zs:
+        for by, sy, dy, y0, y1 in ys:
+            for bx, sx, dx, x0, x1 in xs:
+                block = (bz, by, bx)
+                data = lookup(level, block)
+                if data is None:
+                    missing.append(block)
+                    footprints.append((z0, y0, x0, z1, y1, x1))
+                else:
+                    present.append((data, (sz, sy, sx), (dz, dy, dx)))
     uncovered = missing
     if missing:
-        uncovered = _paint_stand_ins(out, levels, level, (start, stop), missing, lookup=lookup)
-    for block, data in present:
-        paste(out, start, data, geom.block_display_bounds(block)[0])
+        uncovered = _paint_stand_ins(
+            out, levels, level, start, missing=missing, footprints=footprints, lookup=lookup
+        )
+    for data, src, dst in present:
+        out[dst] = data[src]
     return Composed(out, missing, uncovered)
 
 
@@ -146,88 +150,140 @@ def _paint_stand_ins(
     out: np.ndarray,
     levels: Sequence[LevelGeometry],
     level: int,
-    region: tuple[Index3, Index3],
-    missing: list[Index3],
+    start: Index3,
     *,
+    missing: list[Index3],
+    footprints: list[tuple[int, int, int, int, int, int]],
     lookup: BlockLookup,
 ) -> list[Index3]:
-    """Paint coarser cached blocks over each missing block; return the missing left uncovered.
+    """Paint coarser cached blocks over the missing blocks; return the missing left uncovered.
 
-    Each missing block is painted once from the finest level whose cached blocks cover
-    it, with any finer partial cover painted over that; a block no level covers gets
-    whatever partial cover exists, coarsest first.
+    Every voxel of a missing block shows the finest coarser level that has it cached
+    (painted coarsest first, finer over coarser), from the finest level covering all of
+    them on. A missing block is *covered* when one level's cached blocks cover all of it.
     """
     geom = levels[level]
-    start, stop = region
-    candidates = [
-        (coarse, ratio) for coarse in levels[level + 1 :] if (ratio := _ratio(coarse, geom))
-    ]
-    memo: dict[tuple[int, Index3], np.ndarray | None] = {}
-
-    def cached(coarse: LevelGeometry, block: Index3) -> np.ndarray | None:
-        key = (coarse.scale, block)
-        if key not in memo:
-            memo[key] = lookup(coarse.scale, block)
-        return memo[key]
-
-    if _paint_from_one_level(out, start, missing, geom, candidates=candidates, cached=cached):
-        return []
-    uncovered = []
-    for block in missing:
-        part = _intersect(*geom.block_display_bounds(block), start, stop)
-        if part is None:
+    feet = np.asarray(footprints, dtype=np.int64).reshape(-1, 2, 3)  # (n, lo/hi, zyx)
+    lo, hi = feet[:, 0].min(axis=0), feet[:, 1].max(axis=0)
+    covered = np.zeros(len(missing), dtype=bool)
+    painters: list[tuple[Index3, list[list[_Segment]], list[np.ndarray | None]]] = []
+    for coarse in levels[level + 1 :]:
+        ratio = _ratio(coarse, geom)
+        if ratio is None:
             continue
-        layers: list[list[_StandIn]] = []  # finest first
-        covered = False
-        for coarse, ratio in candidates:
-            blocks = coarse.blocks_for(*_scaled(*part, ratio))  # type: ignore[arg-type]
-            found = [(coarse, ratio, b, d) for b in blocks if (d := cached(coarse, b)) is not None]
-            if found:
-                layers.append(found)  # type: ignore[arg-type]
-            if found and len(found) == len(blocks):
-                covered = True
-                break
-        for stand_ins in reversed(layers):
-            for stand_in in stand_ins:
-                _paint_block(out, start, part, stand_in)
-        if not covered:
-            uncovered.append(block)
-    return uncovered
+        r = np.asarray(ratio, dtype=np.int64)
+        c_lo, c_hi = lo // r, -(-hi // r)
+        grid = _grid(coarse, c_lo.tolist(), c_hi.tolist())
+        if not all(grid):
+            continue
+        found = [
+            lookup(coarse.scale, (bz, by, bx))
+            for bz, *_ in grid[0]
+            for by, *_ in grid[1]
+            for bx, *_ in grid[2]
+        ]  # looked up once: a block evicted meanwhile stays painted from this copy
+        have = np.array([d is not None for d in found]).reshape([len(g) for g in grid])
+        if not have.any():
+            continue
+        painters.append((ratio, grid, found))
+        covered |= _covers(have, grid, coarse, feet, r)
+        if have.all():
+            break  # coarser levels would be painted over everywhere
+    for ratio, grid, found in reversed(painters):  # coarsest first
+        _paint_level(out, start, (lo, hi), ratio=ratio, grid=grid, found=found)
+    return [b for b, done in zip(missing, covered.tolist(), strict=True) if not done]
 
 
-def _paint_from_one_level(
+def _covers(
+    have: np.ndarray,
+    grid: list[list[_Segment]],
+    coarse: LevelGeometry,
+    feet: np.ndarray,
+    ratio: np.ndarray,
+) -> np.ndarray:
+    """For each footprint (fine display voxels), whether cached blocks of ``coarse`` cover it."""
+    first = np.array([g[0][0] for g in grid], dtype=np.int64)
+    block = np.asarray(coarse.block, dtype=np.int64)
+    shift = np.asarray(coarse.shift, dtype=np.int64)
+    size = np.asarray(coarse.storage_shape, dtype=np.int64)
+    c_lo = np.maximum(feet[:, 0] // ratio - shift, 0)  # coarse storage voxels
+    c_hi = np.minimum(-(-feet[:, 1] // ratio) - shift, size)
+    inside = (c_hi > c_lo).all(axis=1)
+    b_lo = np.clip(c_lo // block - first, 0, None)
+    b_hi = np.maximum((c_hi - 1) // block + 1 - first, b_lo)
+    counts = np.zeros([n + 1 for n in have.shape], dtype=np.int64)  # summed-area table
+    counts[1:, 1:, 1:] = have.cumsum(0).cumsum(1).cumsum(2)
+    total = np.zeros(len(feet), dtype=np.int64)
+    for corner in range(8):
+        pick = [b_hi[:, i] if corner >> i & 1 else b_lo[:, i] for i in range(3)]
+        sign = (-1) ** (3 - bin(corner).count("1"))
+        total += sign * counts[pick[0], pick[1], pick[2]]
+    return inside & (total == np.prod(b_hi - b_lo, axis=1))
+
+
+def _paint_level(
     out: np.ndarray,
     start: Index3,
-    missing: list[Index3],
-    geom: LevelGeometry,
+    box: tuple[np.ndarray, np.ndarray],
     *,
-    candidates: list[tuple[LevelGeometry, Index3]],
-    cached: Callable[[LevelGeometry, Index3], np.ndarray | None],
-) -> bool:
-    """The common case (just zoomed in): the next cached level covers every gap at once."""
-    stop = tuple(a + n for a, n in zip(start, out.shape, strict=True))
-    bounds = [geom.block_display_bounds(b) for b in missing]
-    lo = tuple(max(min(b[0][i] for b in bounds), start[i]) for i in range(3))
-    hi = tuple(min(max(b[1][i] for b in bounds), stop[i]) for i in range(3))
-    for coarse, ratio in candidates:
-        blocks = coarse.blocks_for(*_scaled(lo, hi, ratio))  # type: ignore[arg-type]
-        found = [(coarse, ratio, b, d) for b in blocks if (d := cached(coarse, b)) is not None]
-        if not found:
-            continue  # nothing here: a coarser level may cover it all
-        if len(found) < len(blocks):
-            return False
-        for stand_in in found:
-            _paint_block(out, start, (lo, hi), stand_in)  # type: ignore[arg-type]
-        return True
-    return False
+    ratio: Index3,
+    grid: list[list[_Segment]],
+    found: list[np.ndarray | None],
+) -> None:
+    """Paint the ``found`` blocks of one coarser level, upsampled, over fine display ``box``.
+
+    ``found`` holds the block (or ``None``) of every cell of ``grid``, z, y, x order.
+    """
+    zs, ys, xs = grid
+    cells = [
+        (data, (sz, sy, sx), (z0, y0, x0), (z1, y1, x1))
+        for data, ((_, sz, _, z0, z1), (_, sy, _, y0, y1), (_, sx, _, x0, x1)) in zip(
+            found, itertools.product(zs, ys, xs), strict=True
+        )
+    ]
+    if all(data is not None for data, *_ in cells):  # one piece: upsample it once
+        c_lo = [zs[0][3], ys[0][3], xs[0][3]]
+        c_hi = [zs[-1][4], ys[-1][4], xs[-1][4]]
+        small = np.empty([b - a for a, b in zip(c_lo, c_hi, strict=True)], dtype=out.dtype)
+        for data, src, a, b in cells:
+            dst = tuple(slice(u - o, v - o) for u, v, o in zip(a, b, c_lo, strict=True))
+            small[dst] = data[src]  # type: ignore[index]
+        _paste_upsampled(out, start, box, small, small_start=c_lo, ratio=ratio)
+        return
+    for data, src, a, _ in cells:
+        if data is not None:
+            _paste_upsampled(out, start, box, data[src], small_start=a, ratio=ratio)
 
 
-def _scaled(start: Index3, stop: Index3, ratio: Index3) -> tuple[Index3, Index3]:
-    """A region of a finer level in the coordinates of a level ``ratio`` times coarser."""
-    return (
-        tuple(a // r for a, r in zip(start, ratio, strict=True)),  # type: ignore[return-value]
-        tuple(-(-b // r) for b, r in zip(stop, ratio, strict=True)),
+def _paste_upsampled(
+    out: np.ndarray,
+    start: Sequence[int],
+    box: tuple[np.ndarray, np.ndarray],
+    small: np.ndarray,
+    *,
+    small_start: Sequence[int],
+    ratio: Index3,
+) -> None:
+    """Paint ``small`` (coarse, placed at ``small_start``) upsampled, inside fine ``box``."""
+    lo, hi = box
+    f_lo = [max(a * r, int(b)) for a, r, b in zip(small_start, ratio, lo, strict=True)]
+    f_hi = [
+        min((a + n) * r, int(b))
+        for a, n, r, b in zip(small_start, small.shape, ratio, hi, strict=True)
+    ]
+    if any(b <= a for a, b in zip(f_lo, f_hi, strict=True)):
+        return
+    # only the coarse voxels that land inside, then upsample and crop
+    k_lo = [a // r - s for a, r, s in zip(f_lo, ratio, small_start, strict=True)]
+    k_hi = [-(-b // r) - s for b, r, s in zip(f_hi, ratio, small_start, strict=True)]
+    piece = small[tuple(slice(a, b) for a, b in zip(k_lo, k_hi, strict=True))]
+    up = _upsample(piece, ratio)
+    crop = tuple(
+        slice(a - (k + s) * r, b - (k + s) * r)
+        for a, b, k, s, r in zip(f_lo, f_hi, k_lo, small_start, ratio, strict=True)
     )
+    target = tuple(slice(a - o, b - o) for a, b, o in zip(f_lo, f_hi, start, strict=True))
+    out[target] = up[crop]
 
 
 def hatch(

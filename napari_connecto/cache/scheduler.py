@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 """Seconds to wait before each automatic retry of a failed chunk; then it stays failed."""
+PREFETCH_SHARE = 0.5
+"""Most of the workers that prefetch at once: the rest stay free for the next view.
+
+A fetch cannot be cancelled once it started, so when the user moves, every worker busy
+with a prefetch delays the new view's visible chunks by up to one round trip."""
 
 
 class Tier(IntEnum):
@@ -42,9 +48,12 @@ class Tier(IntEnum):
     """It may soon be on screen (neighbouring planes, direction of movement, thumbnails)."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Priority:
-    """Sort key of a request: tier, then coarser levels, then distance to the view centre."""
+class Priority(NamedTuple):
+    """Sort key of a request: tier, then coarser levels, then distance to the view centre.
+
+    A named tuple (compared in C) rather than an ordered dataclass: the queue compares
+    priorities on every push and pop.
+    """
 
     tier: Tier
     coarse_first: int
@@ -101,6 +110,8 @@ class _Entry:
     seq: int
     wanted_by: set[Hashable]
     waiters: list[Future[np.ndarray]] = field(default_factory=list)
+    prefetching: bool = False
+    """Started as a prefetch (counts against the prefetch share while it loads)."""
 
 
 class FetchScheduler:
@@ -121,6 +132,7 @@ class FetchScheduler:
         self._entries: dict[ChunkKey, _Entry] = {}
         self._loading: dict[ChunkKey, _Entry] = {}
         self._in_flight: dict[Hashable, int] = {}
+        self._prefetching = 0
         self._wishes: dict[Hashable, dict[ChunkKey, FetchJob]] = {}
         self._generations: dict[Hashable, int] = {}
         self._listeners: dict[Hashable, Callable[[ChunkKey], None]] = {}
@@ -257,6 +269,14 @@ class FetchScheduler:
         """Why ``key`` failed, if its last fetch failed."""
         return self._failures.get(key)
 
+    def is_loading(self, key: ChunkKey) -> bool:
+        """Whether ``key`` is being fetched right now (cheap; no lock)."""
+        return key in self._loading
+
+    def has_failures(self) -> bool:
+        """Whether any chunk's last fetch failed (cheap; no lock)."""
+        return bool(self._failures)
+
     def failed_keys(self) -> list[ChunkKey]:
         """Every chunk whose last fetch failed."""
         with self._cond:
@@ -371,6 +391,9 @@ class FetchScheduler:
             if entry is None or entry.seq != seq:
                 continue  # dropped or re-prioritised
             job = entry.job
+            if entry.priority.tier >= Tier.PREFETCH and self._prefetching >= self._prefetch_limit():
+                skipped.append(item)
+                break  # the queue is ordered by tier: only prefetches follow
             if self._in_flight.get(job.source, 0) >= job.limit:
                 skipped.append(item)
                 continue
@@ -380,6 +403,9 @@ class FetchScheduler:
         for item in skipped:
             heapq.heappush(self._heap, item)
         return chosen
+
+    def _prefetch_limit(self) -> int:
+        return max(1, int(self._target_workers * PREFETCH_SHARE))
 
     def _due_retries(self) -> float | None:
         """Re-queue failed chunks whose retry time has come; return seconds to the next one."""
@@ -418,6 +444,8 @@ class FetchScheduler:
                 job = entry.job
                 self._loading[job.key] = entry
                 self._in_flight[job.source] = self._in_flight.get(job.source, 0) + 1
+                entry.prefetching = entry.priority.tier >= Tier.PREFETCH
+                self._prefetching += entry.prefetching
             self._run(entry)
 
     def _run(self, entry: _Entry) -> None:
@@ -433,6 +461,7 @@ class FetchScheduler:
         with self._cond:
             del self._loading[job.key]
             self._in_flight[job.source] -= 1
+            self._prefetching -= entry.prefetching
             if chunk is not None:
                 self._fetched += 1
                 self._fetched_bytes += int(chunk.nbytes)

@@ -10,10 +10,12 @@ what is cached and queue the rest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -84,7 +86,7 @@ class StreamingVolume:
         return FetchJob(
             self.key(level, block),
             priority,
-            lambda: self.read_block(level, block),
+            functools.partial(self.read_block, level, block),
             self.volume.backend,
             self._source_limit,
         )
@@ -192,6 +194,11 @@ class LayerStream:
         self._thumb: tuple[int, Index3, Index3] | None = None
         self._motion = np.zeros(3)
         self._sharp = False
+        self._uncovered_shown = False
+        self._failed_unseen = False
+        self._main_keys: tuple[tuple[int, Index3, Index3] | None, list[ChunkKey]] = (None, [])
+        self.last_read = 0.0
+        """Monotonic time the viewer last composed the shown level (a frame of it)."""
         self._prefetch_jobs: dict[ChunkKey, FetchJob] = {}
         self._main_jobs: dict[ChunkKey, FetchJob] = {}
         self._thumb_jobs: dict[ChunkKey, FetchJob] = {}
@@ -237,6 +244,12 @@ class LayerStream:
         if key in self._main_jobs or key in self._thumb_jobs:  # prefetch changes nothing drawn
             with self._lock:
                 self._dirty = True
+                if key not in self.volume.service.cache:  # it failed: show that at once
+                    self._failed_unseen = True
+
+    def failed_unseen(self) -> bool:
+        """Whether a chunk of the view failed since the view was last drawn."""
+        return self._failed_unseen
 
     @property
     def shown(self) -> tuple[int, Index3, Index3] | None:
@@ -247,12 +260,40 @@ class LayerStream:
         """Whether every chunk of the shown region is cached (a redraw would be sharp)."""
         if self._main is None:
             return False
-        level, start, stop = self._main
         cache = self.volume.service.cache
-        return all(
-            self.volume.key(level, b) in cache
-            for b in self.volume.levels[level].blocks_for(start, stop)
-        )
+        return all(key in cache for key in self._shown_keys())
+
+    def finishing(self) -> bool:
+        """Whether every missing chunk of the shown region is being fetched (none queued).
+
+        Then the view is complete within about one round trip to the source.
+        """
+        if self._main is None:
+            return False
+        cache, loading = self.volume.service.cache, self._scheduler.is_loading
+        return all(key in cache or loading(key) for key in self._shown_keys())
+
+    def _shown_keys(self) -> list[ChunkKey]:
+        region, keys = self._main_keys
+        if region != self._main:  # the bridge asks every frame while a view loads
+            level, start, stop = region = self._main  # type: ignore[misc]
+            geom = self.volume.levels[level]
+            keys = [self.volume.key(level, b) for b in geom.blocks_for(start, stop)]
+            self._main_keys = (region, keys)
+        return keys
+
+    def preview_ready(self) -> bool:
+        """Whether the last draw had gaps without stand-ins and their previews all arrived.
+
+        Then a redraw shows the whole view (coarse) for the first time: worth a frame
+        even while the sharp blocks still stream in.
+        """
+        if not self._uncovered_shown or self._main is None:
+            return False
+        level = self._main[0]
+        cache = self.volume.service.cache
+        previews = [k for k in self._main_jobs if k.level != level]
+        return bool(previews) and all(k in cache for k in previews)
 
     @property
     def sharp(self) -> bool:
@@ -299,15 +340,19 @@ class LayerStream:
         vol = self.volume
         if not self.streaming:
             return self.read_blocking(level, start, stop)
+        thumbnail = self.current_level is not None and level != self.current_level()
+        if not (probe or thumbnail):
+            self._failed_unseen = False  # failures from here on are drawn by a later read
         out, missing, uncovered = compose_region(
             vol.levels, level, start, stop, lookup=vol.lookup, dtype=vol.dtype, fill=vol.fill_value
         )
         self._hatch_failures(out, level, start, missing)
         if probe:
             return out
-        thumbnail = self.current_level is not None and level != self.current_level()
         if not thumbnail:
             self._sharp = not missing
+            self._uncovered_shown = bool(uncovered)
+            self.last_read = time.monotonic()
         self._update_wishes(level, start, stop, missing, uncovered, thumbnail=thumbnail)
         cache = vol.service.cache
         if any(vol.key(level, b) in cache for b in missing):

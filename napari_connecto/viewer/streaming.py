@@ -2,11 +2,13 @@
 
 Worker threads never touch Qt or napari: they fill the cache and raise a flag on the
 layer's :class:`~napari_connecto.cache.LayerStream`. A ``QTimer`` on the main thread
-polls those flags, refreshing each changed layer at most once per tick (~30 ms), updates
-the outline of failed chunks and the statistics. View changes (camera centre and zoom,
-dims, canvas size, 2D/3D) are debounced with a second ``QTimer``; when the view settles
-the layers prefetch around it, and in 3D each streamed layer is pinned to the finest
-level that fits.
+polls those flags, refreshing each changed layer at most once per tick (16 ms), updates
+the outline of failed chunks and the statistics. Every refresh costs a whole frame on
+the main thread, so while a view loads it is redrawn when its coarse preview is complete,
+when a chunk of it failed and when it is sharp, and otherwise only now and then. View
+changes (camera centre and zoom, dims, canvas size, 2D/3D) are debounced with a second
+``QTimer``; when the view settles the layers prefetch around it, and in 3D each streamed
+layer is pinned to the finest level that fits.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ REFRESH_INTERVAL_MS = 16
 """At most one refresh per layer per tick: one per frame at 60 Hz."""
 REDRAW_SHARE_DIVISOR = 2.0
 """While a view loads, wait this many times a layer's last redraw cost before the next."""
+PROGRESS_INTERVAL_S = 0.4
+"""While a view loads, a partial redraw at most this often (after the last draw of it).
+
+Each redraw costs a full frame on the main thread (slicing, texture upload, GL draw and
+the window composition: ~35-45 ms under software GL). So while chunks stream in the view
+is redrawn when its coarse preview is complete, when it is sharp, and otherwise at most
+this often; every frame in between would only show a few more chunks."""
+FINISHING_WAIT_S = 1.0
+"""... and at most this often once every missing chunk of the view is being fetched."""
 SETTLE_MS = 100
 """A view change counts as finished after this long without another."""
 THUMBNAIL_INTERVAL_S = 1.0
@@ -191,23 +202,35 @@ class StreamingController:
         for layer, stream in self.streams():
             if not stream.peek_dirty():
                 continue
-            # While chunks still stream in, keep redraws to a third of the main thread's
-            # time: each one holds the interpreter lock the fetch threads need. The last
-            # chunk of the view is drawn at once.
-            quiet = self._refresh_cost.get(id(layer), 0.0) * REDRAW_SHARE_DIVISOR
-            if now - self._last_refresh.get(id(layer), 0.0) < quiet and not stream.complete():
-                continue
+            complete = stream.complete()
+            if not (complete or stream.preview_ready() or stream.failed_unseen()):
+                # While chunks still stream in, redraw sparingly: each redraw is a whole
+                # frame on the main thread, which holds the interpreter lock the fetch
+                # threads need all along (Qt composes the window under it). The preview,
+                # a failure and the last chunk of the view draw at once; when all missing
+                # is already on its way, wait for it rather than draw a partial frame.
+                quiet = max(
+                    FINISHING_WAIT_S if stream.finishing() else PROGRESS_INTERVAL_S,
+                    self._refresh_cost.get(id(layer), 0.0) * REDRAW_SHARE_DIVISOR,
+                )
+                last = max(self._last_refresh.get(id(layer), 0.0), stream.last_read)
+                if now - last < quiet:
+                    continue
             stream.take_dirty()
             started = time.monotonic()
-            layer.refresh(thumbnail=thumbnails, extent=False, highlight=False)
+            # thumbnails repaint the layer list: only once nothing more is on its way
+            final = complete or self.service.scheduler.idle()
+            layer.refresh(thumbnail=thumbnails and final, extent=False, highlight=False)
             done = time.monotonic()
             self._refresh_cost[id(layer)] = done - started
             self._last_refresh[id(layer)] = done
             self.refresh_count += 1
-            refreshed = True
+            refreshed = refreshed or final
         if refreshed and thumbnails:
             self._last_thumbnail = now
-        self._update_failed_outline()
+        outline = self._failed_layer
+        if self.service.scheduler.has_failures() or (outline is not None and outline.visible):
+            self._update_failed_outline()
 
     def _on_view_changed(self, event: Any = None) -> None:
         self._settle.start()
