@@ -237,6 +237,19 @@ def _decode_native(
     function(words.ctypes.data, size, blocks, strides, out.ctypes.data)
 
 
+def _block_headers(
+    words: np.ndarray, base: int, shape: Index3, block: Index3
+) -> tuple[Index3, int, np.ndarray, np.ndarray, np.ndarray]:
+    """A channel's block grid, voxels per block, and per block: table, bits, values offset."""
+    grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
+    nblocks = math.prod(grid)
+    if base + 2 * nblocks > len(words):
+        raise ValueError("block headers run past the end of the data")
+    headers = words[base : base + 2 * nblocks].astype(np.int64)
+    table = base + (headers[0::2] & 0xFFFFFF)
+    return grid, math.prod(block), table, headers[0::2] >> 24, base + headers[1::2]  # type: ignore[return-value]
+
+
 def _check_channel(
     words: np.ndarray, base: int, shape: Index3, block: Index3, dtype: np.dtype
 ) -> bool:
@@ -245,14 +258,7 @@ def _check_channel(
     Accepts and refuses exactly what :func:`_decode_channel` does (same checks,
     same ``ValueError``); ``False`` for 32-bit blocks, which the C decoder gets wrong.
     """
-    grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
-    nblocks, per_block = math.prod(grid), math.prod(block)
-    if base + 2 * nblocks > len(words):
-        raise ValueError("block headers run past the end of the data")
-    headers = words[base : base + 2 * nblocks].astype(np.int64)
-    table = base + (headers[0::2] & 0xFFFFFF)
-    bits = headers[0::2] >> 24
-    values_at = base + headers[1::2]
+    _grid, per_block, table, bits, values_at = _block_headers(words, base, shape, block)
     if not ((bits & (bits - 1) == 0) & (bits <= 32)).all():  # 0 or a power of two to 32
         raise ValueError(f"invalid encoded bits {sorted(set(bits.tolist()) - set(_CSEG_BITS))}")
     if (bits == 32).any():
@@ -274,14 +280,8 @@ def _check_channel(
 def _decode_channel(words: np.ndarray, base: int, out: np.ndarray, block: Index3) -> None:
     """Decode the channel whose data starts at word ``base`` into ``out`` (z, y, x)."""
     shape, dtype = out.shape, out.dtype
-    grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
-    nblocks, per_block = math.prod(grid), math.prod(block)
-    if base + 2 * nblocks > len(words):
-        raise ValueError("block headers run past the end of the data")
-    headers = words[base : base + 2 * nblocks].astype(np.int64)
-    table = base + (headers[0::2] & 0xFFFFFF)
-    bits = headers[0::2] >> 24
-    values_at = base + headers[1::2]
+    grid, per_block, table, bits, values_at = _block_headers(words, base, shape, block)
+    nblocks = math.prod(grid)
     if not np.isin(bits, _CSEG_BITS).all():
         raise ValueError(f"invalid encoded bits {sorted(set(bits.tolist()) - set(_CSEG_BITS))}")
     wpv = dtype.itemsize // 4
