@@ -109,6 +109,12 @@ def to_ng_source(source: str, url_map: Mapping[str, str] | None = None) -> NgSou
             f"{source}: {fmt} has no Neuroglancer data source; Neuroglancer will show it as failed"
         )
         return NgSource(f"{fmt}://{location}{inner}", problem)
+    if src.inner and fmt in ("zarr", "n5"):  # a group or dataset inside: a path for Neuroglancer
+        location = f"{location.rstrip('/')}/{src.inner.strip('/')}"
+    elif src.inner:
+        warning = warning or (
+            f"{source}: Neuroglancer has no name for #{src.inner}; it will show {fmt} channel 0"
+        )
     return NgSource(f"{_OUT_SCHEMES[fmt]}://{location}", warning)
 
 

@@ -89,7 +89,13 @@ def ome(tmp_path) -> Path:
 
 
 def _same_source(a: str, b: str) -> bool:
-    return parse_source(a).location == parse_source(b).location
+    """The same dataset: ``em.zarr#labels/cells`` is ``em.zarr/labels/cells`` (a path for NG)."""
+
+    def path(text: str) -> str:
+        src = parse_source(text)
+        return "/".join(p.strip("/") for p in (src.location, src.inner) if p)
+
+    return path(a) == path(b)
 
 
 # -- coordinates -------------------------------------------------------------------------
@@ -262,7 +268,7 @@ def test_hdf5_has_no_neuroglancer_source_and_says_so(tmp_path):
     (layer,) = result.state["layers"]
     assert layer["source"].startswith("hdf5://file://")
     assert any("no Neuroglancer data source" in w for w in result.warnings)
-    assert _same_source(from_ng_state(result.state).layers[0].source, str(path))
+    assert _same_source(from_ng_state(result.state).layers[0].source, f"{path}#volumes/raw")
 
 
 # -- synapses ----------------------------------------------------------------------------
@@ -483,3 +489,14 @@ def test_cli_export_out_replaces_the_state_file_atomically(precomputed, tmp_path
     validate_state(json.loads(out.read_text()))
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "state.json"]
+
+
+def test_an_inner_path_becomes_part_of_the_neuroglancer_url(ome):
+    """``em.zarr#labels/cells`` is the labels group, not the image at the root."""
+    view = view_state_for_sources([f"{ome}#labels/cells"])
+    (layer,) = to_ng_state(view).state["layers"]
+    assert layer["type"] == "segmentation"
+    assert layer["source"] == f"zarr://file://{ome}/labels/cells"
+    (back,) = from_ng_state(to_ng_state(view).state).layers
+    with nc.open_volume(back.source) as volume:
+        assert volume.kind == "segmentation"
