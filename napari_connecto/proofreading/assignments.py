@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FragmentLookup",
     "cleave_record",
+    "edit_keys",
     "ensure_neurons",
     "follow_cleave",
     "follow_merge",
@@ -165,18 +166,22 @@ def merge_record(conn: Connection, volume: str, keep: int, absorb: int, now: flo
             )
     moved = found["absorb"]
     changes = _assign(conn, volume, moved, keep)
-    syn = follow_merge(conn, keep, absorb, now)
-    changes += syn
-    keys = {segment_key(volume, keep), segment_key(volume, absorb)}
-    keys.update(synapse_key(c.key[0]) for c in syn if c.table == "synapses")
+    changes += follow_merge(conn, keep, absorb, now)
     return EditRecord(
         kind="merge",
         volume=volume,
         summary=f"merge {from_db_one(absorb)} into {from_db_one(keep)} ({len(moved)} fragments)",
-        keys=frozenset(keys),
+        keys=edit_keys(volume, (keep, absorb), changes),
         changes=tuple(changes),
         extra={"keep": keep, "absorb": absorb, "fragments": moved},
     )
+
+
+def edit_keys(volume: str, segments: Sequence[int], changes: Sequence[RowChange]) -> frozenset[str]:
+    """Conflict keys of an edit: its segments and the synapses its row changes touch."""
+    keys = {segment_key(volume, s) for s in segments}
+    keys.update(synapse_key(c.key[0]) for c in changes if c.table == "synapses")
+    return frozenset(keys)
 
 
 def follow_merge(conn: Connection, keep: int, absorb: int, now: float) -> list[RowChange]:
@@ -226,12 +231,9 @@ def cleave_record(
         raise EditError(f"cleaving every fragment of {from_db_one(segment)} changes nothing")
     # the fragments left behind keep the segment's id (even if its own fragment moves)
     changes = _assign(conn, volume, chosen, new_segment)
-    syn = follow_cleave(conn, segment, set(chosen), new_segment, fragment_at=fragment_at, now=now)
-    if syn:
-        changes += ensure_neurons(conn, [new_segment])
-    changes += syn
-    keys = {segment_key(volume, segment), segment_key(volume, new_segment)}
-    keys.update(synapse_key(c.key[0]) for c in syn)
+    changes += follow_cleave(
+        conn, segment, set(chosen), new_segment, fragment_at=fragment_at, now=now
+    )
     return EditRecord(
         kind="cleave",
         volume=volume,
@@ -239,7 +241,7 @@ def cleave_record(
             f"cleave {len(chosen)} fragment(s) of {from_db_one(segment)} "
             f"into {from_db_one(new_segment)}"
         ),
-        keys=frozenset(keys),
+        keys=edit_keys(volume, (segment, new_segment), changes),
         changes=tuple(changes),
         extra={"segment": segment, "new_segment": new_segment, "fragments": chosen},
     )
@@ -254,7 +256,10 @@ def follow_cleave(
     fragment_at: FragmentLookup | None,
     now: float,
 ) -> list[RowChange]:
-    """Changes moving synapse partners ``segment`` whose site lies in ``moved`` fragments."""
+    """Changes moving synapse partners ``segment`` whose site lies in ``moved`` fragments.
+
+    Like :func:`follow_merge`, a neuron row for ``new_segment`` comes first if needed.
+    """
     rows = synapses_of(conn, [segment])
     if not rows or fragment_at is None:
         return []
@@ -271,4 +276,5 @@ def follow_cleave(
             fields["post_id"] = new_segment
         if fields:
             updates[int(row["id"])] = fields  # type: ignore[call-overload]
-    return relabel_synapses(conn, updates, now)
+    syn = relabel_synapses(conn, updates, now)
+    return (ensure_neurons(conn, [new_segment]) if syn else []) + syn

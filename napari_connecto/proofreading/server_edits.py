@@ -25,12 +25,8 @@ import numpy as np
 from napari_connecto import _killpoints
 from napari_connecto.annotations.ids import from_db_one
 from napari_connecto.errors import EditError, RemoteError
-from napari_connecto.proofreading.assignments import (
-    ensure_neurons,
-    follow_cleave,
-    follow_merge,
-)
-from napari_connecto.proofreading.journal import EditRecord, segment_key, synapse_key
+from napari_connecto.proofreading.assignments import edit_keys, follow_cleave, follow_merge
+from napari_connecto.proofreading.journal import EditRecord
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -167,8 +163,6 @@ def server_merge_record(  # noqa: PLR0917 - keep/absorb read best in order
 ) -> EditRecord:
     """Merge ``absorb`` (supervoxels ``moved``) into ``keep``, all database ids."""
     changes = follow_merge(conn, keep, absorb, now)
-    keys = {segment_key(volume, keep), segment_key(volume, absorb)}
-    keys.update(synapse_key(c.key[0]) for c in changes if c.table == "synapses")
     return EditRecord(
         kind="merge",
         volume=volume,
@@ -176,7 +170,7 @@ def server_merge_record(  # noqa: PLR0917 - keep/absorb read best in order
             f"merge {from_db_one(absorb)} into {from_db_one(keep)} "
             f"({len(moved)} supervoxels, on the server)"
         ),
-        keys=frozenset(keys),
+        keys=edit_keys(volume, (keep, absorb), changes),
         changes=tuple(changes),
         extra={"keep": keep, "absorb": absorb, "fragments": list(moved), "server": SERVER},
         remote=True,
@@ -194,10 +188,9 @@ def server_cleave_record(
     now: float,
 ) -> EditRecord:
     """Cleave supervoxels ``chosen`` of ``segment`` into ``new_segment`` (database ids)."""
-    syn = follow_cleave(conn, segment, set(chosen), new_segment, fragment_at=fragment_at, now=now)
-    changes = (ensure_neurons(conn, [new_segment]) if syn else []) + syn
-    keys = {segment_key(volume, segment), segment_key(volume, new_segment)}
-    keys.update(synapse_key(c.key[0]) for c in syn)
+    changes = follow_cleave(
+        conn, segment, set(chosen), new_segment, fragment_at=fragment_at, now=now
+    )
     return EditRecord(
         kind="cleave",
         volume=volume,
@@ -205,7 +198,7 @@ def server_cleave_record(
             f"cleave {len(chosen)} supervoxel(s) of {from_db_one(segment)} into "
             f"{from_db_one(new_segment)} (on the server)"
         ),
-        keys=frozenset(keys),
+        keys=edit_keys(volume, (segment, new_segment), changes),
         changes=tuple(changes),
         extra={
             "segment": segment,
