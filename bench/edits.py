@@ -26,7 +26,8 @@ the scale-0 chunks the patches touch (decoded bytes, 10^6), chunks/s the same ch
 ``ratio`` is write-back time over raw time (lower is better).
 
 Run: ``python bench/edits.py [--edits 500] [--patches 200] [--shape 64,512,512]
-[--formats zarr,n5,hdf5] [--skip-postgres]``. PostgreSQL is
+[--formats zarr,n5,hdf5] [--skip-postgres] [--stores sqlite,postgresql]``
+(an empty ``--formats`` or ``--stores`` skips that part). PostgreSQL is
 ``$NAPARI_CONNECTO_TEST_POSTGRES`` (default: the role and database ``.ci/install`` makes).
 Other processes on the machine inflate the figures; the load average is printed.
 """
@@ -402,7 +403,11 @@ def main() -> None:
     parser.add_argument("--formats", default="zarr,n5,hdf5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--stores", default="sqlite,postgresql", help="latency on these stores ('' for none)"
+    )
     args = parser.parse_args()
+    stores = [s for s in args.stores.split(",") if s]
     shape = tuple(int(v) for v in args.shape.split(","))
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
@@ -414,11 +419,14 @@ def main() -> None:
         folder = Path(tmp)
         for name in ("sqlite", "postgresql"):
             (folder / name).mkdir()
-        print("measuring latency on sqlite ...", flush=True)
-        source = write_volume(folder / "sqlite", "zarr", levels)
-        lat += latencies("sqlite", str(folder / "sqlite" / "a.db"), source, args.edits, args.seed)
+        if "sqlite" in stores:
+            print("measuring latency on sqlite ...", flush=True)
+            source = write_volume(folder / "sqlite", "zarr", levels)
+            db = str(folder / "sqlite" / "a.db")
+            lat += latencies("sqlite", db, source, args.edits, args.seed)
         server = os.environ.get("NAPARI_CONNECTO_TEST_POSTGRES", "").strip() or POSTGRES_DEFAULT
-        why = "--skip-postgres" if args.skip_postgres else postgres_reachable(server)
+        skip = args.skip_postgres or "postgresql" not in stores
+        why = "--skip-postgres" if skip else postgres_reachable(server)
         if why is None:
             print("measuring latency on postgresql ...", flush=True)
             source = write_volume(folder / "postgresql", "zarr", levels)
@@ -426,7 +434,7 @@ def main() -> None:
                 lat += latencies("postgresql", url, source, args.edits, args.seed)
         else:
             print(f"note: PostgreSQL skipped ({why})")
-        for fmt in args.formats.split(","):
+        for fmt in [f for f in args.formats.split(",") if f]:
             print(f"measuring write-back throughput on {fmt} ...", flush=True)
             tput += throughput(fmt, folder, levels, args.patches, args.seed)
     print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, func, select
 
 from napari_connecto.annotations import schema
 from napari_connecto.errors import EditConflictError, EditError
+from napari_connecto.proofreading.journal_rows import insert_edit
 from napari_connecto.proofreading.patches import VoxelPatch
 from napari_connecto.proofreading.rows import (
     RowChange,
@@ -184,14 +185,12 @@ class Journal:
                 )
             apply_changes(conn, record.changes, "do")
             recount(conn, neurons_touched(record.changes))
-            conn.execute(
-                schema.edits.update()
-                .where(schema.edits.c.author == self.author, schema.edits.c.state == "undone")
-                .values(state="discarded")
-            )
             payload = {"changes": [c.to_json() for c in record.changes], **record.extra}
             seq = self._insert(
                 conn,
+                record.keys,
+                record.patch.to_row() if record.patch is not None else None,
+                discard_undone=True,  # a new edit ends the redo of what was undone
                 kind=record.kind,
                 volume=record.volume,
                 ref=None,
@@ -201,9 +200,6 @@ class Journal:
                 payload=json.dumps(payload, allow_nan=False),
                 request=request,
             )
-            self._insert_keys(conn, seq, record.keys)
-            if record.patch is not None:
-                conn.execute(schema.edit_voxels.insert().values(seq=seq, **record.patch.to_row()))
             self.last_committed = JournalEntry(
                 seq=seq, kind=record.kind, volume=record.volume, ref=None, state="applied",
                 writeback="pending" if record.patch is not None or record.remote else "none",
@@ -214,19 +210,19 @@ class Journal:
 
         return int(self.transaction(run))
 
-    def _insert(self, conn: Connection, **values: Any) -> int:
+    def _insert(
+        self,
+        conn: Connection,
+        keys: Iterable[str],
+        voxels: dict[str, Any] | None = None,
+        *,
+        discard_undone: bool = False,
+        **values: Any,
+    ) -> int:
         values.setdefault("request", uuid.uuid4().hex)
-        result = conn.execute(
-            schema.edits.insert().values(
-                author=self.author, session=self.session, created=time.time(), **values
-            )
-        )
-        return int(result.inserted_primary_key[0])
-
-    def _insert_keys(self, conn: Connection, seq: int, keys: Iterable[str]) -> None:
-        rows = [{"seq": seq, "key": k} for k in sorted(set(keys))]
-        if rows:
-            conn.execute(schema.edit_keys.insert(), rows)
+        values.setdefault("payload", "{}")
+        values.update(author=self.author, session=self.session, created=time.time())
+        return insert_edit(conn, values, keys, voxels, discard_undone=discard_undone)
 
     def _touching(self, conn: Connection, keys: Iterable[str], *conditions: Any) -> list[int]:
         """Seqs of journal rows meeting ``conditions`` that touched any of ``keys``."""
@@ -347,8 +343,9 @@ class Journal:
             recount(conn, neurons_touched(changes))
             conn.execute(e.update().where(e.c.seq == seq).values(state=to))
             pending = row["writeback"] != "none"
-            mark = self._insert(
+            self._insert(
                 conn,
+                keys,
                 kind=marker,
                 volume=row["volume"],
                 ref=seq,
@@ -356,7 +353,6 @@ class Journal:
                 writeback="pending" if pending else "none",
                 summary=f"{marker} {seq}: {row['summary']}",
             )
-            self._insert_keys(conn, mark, keys)
             return seq
 
         return self.transaction(run)  # type: ignore[no-any-return]

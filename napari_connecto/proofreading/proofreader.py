@@ -29,6 +29,7 @@ from napari_connecto.proofreading.ids import allocate_ids, next_id, volume_max_i
 from napari_connecto.proofreading.journal import Journal, JournalEntry
 from napari_connecto.proofreading.paint import VoxelFrame, paint_record
 from napari_connecto.proofreading.patches import VoxelPatch
+from napari_connecto.proofreading.priority import ForegroundGate
 from napari_connecto.proofreading.server_api import ServerEditing
 from napari_connecto.proofreading.synapse_api import SynapseEditing
 from napari_connecto.proofreading.voxels import current_voxels
@@ -92,6 +93,7 @@ class Proofreader(SynapseEditing, ServerEditing):
         self._listeners: list[Callable[[list[JournalEntry]], None]] = []
         self._written: list[Callable[[list[Region]], None]] = []
         self._relabelled: list[Callable[[list[int]], None]] = []
+        self._gate = ForegroundGate()
         self._writeback = (
             WriteBack(
                 self.journal,
@@ -99,6 +101,7 @@ class Proofreader(SynapseEditing, ServerEditing):
                 self.key,
                 self._on_written,
                 on_relabelled=self._on_relabelled,
+                gate=self._gate,
             )
             if volume is not None
             else None
@@ -238,9 +241,10 @@ class Proofreader(SynapseEditing, ServerEditing):
     def _commit(
         self, build: Callable[[Connection], Any], *, voxels: bool = False, synced: bool = False
     ) -> int:
-        if self.auto_sync and not synced:
-            self.sync()
-        seq = self.journal.commit(build, seen=self.seen)
+        with self._gate.foreground():
+            if self.auto_sync and not synced:
+                self.sync()
+            seq = self.journal.commit(build, seen=self.seen)
         _killpoints.reach("after-journal-commit")
         self._after_edit(seq, voxels)
         return seq
@@ -435,19 +439,20 @@ class Proofreader(SynapseEditing, ServerEditing):
             raise EditError("a paint mask is a z, y, x block")
         begin = tuple(int(v) for v in start)
         stop = tuple(a + n for a, n in zip(begin, mask.shape, strict=True))
-        if self.auto_sync:
-            self.sync()  # before the read: an edit committed after it is a conflict
-        # the voxels "before" are what earlier edits wrote, pending write-backs included
-        before = current_voxels(self.journal, volume, self.key, begin, stop)
-        after = before.copy()
-        after[mask] = np.asarray(label).astype(before.dtype)
-        patch = VoxelPatch.from_change(begin, before, after)  # type: ignore[arg-type]
-        if patch is None:
-            return None
-        box = tuple(
-            slice(a - b, e - b) for a, e, b in zip(patch.start, patch.stop, begin, strict=True)
-        )
-        return self.paint_patch(patch, what, stored=before[box])
+        with self._gate.foreground():  # the write-back steps aside until it is committed
+            if self.auto_sync:
+                self.sync()  # before the read: an edit committed after it is a conflict
+            # the voxels "before" are what earlier edits wrote, pending write-backs included
+            before = current_voxels(self.journal, volume, self.key, begin, stop)
+            after = before.copy()
+            after[mask] = np.asarray(label).astype(before.dtype)
+            patch = VoxelPatch.from_change(begin, before, after)  # type: ignore[arg-type]
+            if patch is None:
+                return None
+            box = tuple(
+                slice(a - b, e - b) for a, e, b in zip(patch.start, patch.stop, begin, strict=True)
+            )
+            return self.paint_patch(patch, what, stored=before[box])
 
     def split(
         self,
@@ -521,9 +526,10 @@ class Proofreader(SynapseEditing, ServerEditing):
         return self._flip(self.journal.redo)
 
     def _flip(self, action: Callable[[], int | None]) -> int | None:
-        if self.auto_sync:
-            self.sync()
-        seq = action()
+        with self._gate.foreground():
+            if self.auto_sync:
+                self.sync()
+            seq = action()
         if seq is not None:
             marker = self.journal.marker_of(seq)
             self._after_edit(seq if marker is None else marker.seq, False)

@@ -25,6 +25,7 @@ import numpy as np
 from napari_connecto import _killpoints
 from napari_connecto.errors import ChunkError, ConnectoError, EditError, RemoteError
 from napari_connecto.proofreading.downsample import pyramid_regions, update_pyramid
+from napari_connecto.proofreading.priority import ForegroundGate
 from napari_connecto.proofreading.server_edits import (
     agglomeration_of,
     aligned_box,
@@ -102,6 +103,8 @@ class WriteBack:
     on_relabelled : callable, optional
         Called with the labels whose voxels read differently after a server-side merge
         or cleave (DVID) was written back.
+    gate : ForegroundGate, optional
+        Edits in progress, which the write-back steps aside for at its checkpoints.
     """
 
     def __init__(
@@ -113,8 +116,10 @@ class WriteBack:
         *,
         pyramid: bool = True,
         on_relabelled: Callable[[list[int]], None] | None = None,
+        gate: ForegroundGate | None = None,
     ) -> None:
         self.journal = journal
+        self.gate = gate or ForegroundGate()
         self.volume = volume
         self.key = key
         self.on_written = on_written
@@ -148,6 +153,7 @@ class WriteBack:
         with _volume_lock(self.key, self._lock_path), self._store_lock():
             # after the lock: another process may have finished some of them meanwhile
             for entry in self.journal.pending(self.key):
+                self.gate.step_aside()
                 try:
                     regions, labels = self._apply(entry)
                 except (ConnectoError, OSError) as exc:
@@ -158,6 +164,7 @@ class WriteBack:
                     self.journal.set_writeback(entry.seq, "failed", str(exc))
                     continue
                 _killpoints.reach("after-volume-write")
+                self.gate.step_aside()
                 self.journal.set_writeback(entry.seq, "done")
                 self.retry_at, self._backoff = None, RETRY_FIRST_S
                 done += 1
@@ -223,10 +230,12 @@ class WriteBack:
         current = raw.read_voxels(0, patch.start, patch.stop)
         wanted = patch.apply(current, direction)
         if not np.array_equal(wanted, current):
+            self.gate.step_aside()
             raw.write_batch([(0, patch.start, wanted)])
         _killpoints.reach("before-pyramid")
         if not self.pyramid:
             return [(0, patch.start, patch.stop)]
+        self.gate.step_aside()
         return update_pyramid(raw, patch.start, patch.stop, labels=True)
 
     @property
