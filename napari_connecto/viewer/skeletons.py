@@ -38,6 +38,7 @@ __all__ = [
     "SkeletonController",
     "add_skeleton",
     "controller_of",
+    "node_sizes",
     "show_segment_skeleton",
 ]
 
@@ -48,6 +49,8 @@ DEFAULT_COLOR = "#ffd60a"
 NODE_SIZE = 3.0
 """Node diameter in display voxels (screen size kept between :data:`NODE_SCREEN_PX`)."""
 NODE_SCREEN_PX = (5.0, 24.0)
+RADIUS_SCREEN_PX = (3.0, 2000.0)
+"""Screen size limits of nodes drawn at their radius (true size when zoomed in)."""
 EDGE_WIDTH = 2.0
 _UNITS = ("nm", "nm", "nm")
 _CONTROLLERS: weakref.WeakValueDictionary[int, SkeletonController] = weakref.WeakValueDictionary()
@@ -198,23 +201,41 @@ def add_skeleton(
         metadata=dict(metadata),
     )
     features = {"node": np.arange(skeleton.num_vertices)}
+    sizes, limits = node_sizes(skeleton, res), NODE_SCREEN_PX
     if skeleton.radius is not None and skeleton.radius.ndim == 1:
         features["radius_nm"] = skeleton.radius
+        limits = RADIUS_SCREEN_PX
     nodes = viewer.add_points(
         data,
         name=name,
         scale=res,
         units=_UNITS,
-        size=NODE_SIZE,
+        size=sizes,
         face_color=rgba,
         border_width=0,
-        canvas_size_limits=NODE_SCREEN_PX,
+        canvas_size_limits=limits,
         projection_mode="all",
         features=features,
         metadata=dict(metadata),
     )
     nodes.mode = "pan_zoom"
     return SkeletonController(viewer, skeleton, nodes, edges)
+
+
+def node_sizes(skeleton: Skeleton, resolution: np.ndarray) -> np.ndarray:
+    """Node diameters in display voxels: twice the radius where a skeleton has one.
+
+    Points are sized in the in-plane (y, x) voxel size. Nodes without a usable radius
+    (none stored, zero, negative or not finite) get :data:`NODE_SIZE`.
+    """
+    sizes = np.full(skeleton.num_vertices, NODE_SIZE, dtype=np.float64)
+    radius = skeleton.radius
+    if radius is None or radius.ndim != 1:
+        return sizes
+    r = radius.astype(np.float64)
+    usable = np.isfinite(r) & (r > 0)
+    sizes[usable] = 2.0 * r[usable] / float(np.mean(resolution[-2:]))
+    return sizes
 
 
 def _edge_vectors(data: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -181,3 +181,44 @@ def test_show_segment_skeleton_loads_off_thread(make_napari_viewer, qtbot, tmp_p
     assert done == [None]
     assert "424242" in viewer.status
     assert [layer.name for layer in viewer.layers].count("skeleton 7") == 1
+
+
+def test_nodes_are_drawn_at_their_radius(viewer) -> None:
+    """A node of radius 60 nm is drawn three times as wide as one of 20 nm."""
+    from imageio.v3 import imwrite
+
+    sk = Skeleton(
+        ORIGIN + np.array([[1, 40, 30], [1, 40, 90], [1, 90, 60]]) * RES,
+        [[0, 1]],
+        {"radius": np.array([20.0, 60.0, np.nan], np.float32)},  # the last has none
+        segment_id=7,
+    )
+    viewer.layers[0].visible = False
+    ctl = add_skeleton(viewer, sk, color="red")
+    ctl.edges.visible = False
+    viewer.dims.set_point(0, float(sk.vertices[0][0]))
+    viewer.reset_view()
+    assert wait_until_loaded(viewer, 30)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    imwrite("/tmp/skeleton_gui_radius.png", shot)
+    red = _red(shot)
+    zoom = viewer.scene.camera.zoom  # screen pixels per nm
+
+    def width_at(vertex: int) -> int:
+        """Red pixels in one run across the node's centre on screen."""
+        cy, cx = viewer.scene.camera.center[-2:]
+        y = round(shot.shape[0] / 2 + (sk.vertices[vertex][1] - cy) * zoom)
+        x = round(shot.shape[1] / 2 + (sk.vertices[vertex][2] - cx) * zoom)
+        row = red[y]
+        assert row[x], f"node {vertex} is not drawn at its position"
+        left, right = x, x
+        while left > 0 and row[left - 1]:
+            left -= 1
+        while right + 1 < row.size and row[right + 1]:
+            right += 1
+        return right - left + 1
+
+    small, large, plain = width_at(0), width_at(1), width_at(2)
+    assert small == pytest.approx(40 * zoom, abs=3)  # diameter 40 nm
+    assert large == pytest.approx(120 * zoom, abs=3)
+    assert 3 <= plain <= 26  # no radius: the default marker size
