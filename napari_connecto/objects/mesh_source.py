@@ -138,8 +138,19 @@ class MeshSource:
             return cls(PrecomputedMeshes.open(keys, shift_zyx=-0.5 * res))
         return cls(GeneratedMeshes(volume, cache or MeshCache(), generation))
 
-    def get(self, segment_id: int) -> Mesh:
-        """The mesh of ``segment_id`` in nm, z, y, x (blocking; call it off the main thread)."""
+    def get(self, segment_id: int, *, max_bytes: int | None = None) -> Mesh:
+        """The mesh of ``segment_id`` in nm, z, y, x (blocking; call it off the main thread).
+
+        Parameters
+        ----------
+        segment_id : int
+            The segment.
+        max_bytes : int, optional
+            For stored multi-resolution meshes: read the finest level of detail whose
+            encoded fragments fit in this many bytes (default: the finest level).
+        """
+        if isinstance(self.provider, PrecomputedMeshes):
+            return self.provider.get(int(segment_id), max_bytes=max_bytes)
         return self.provider.get(int(segment_id))
 
     def __repr__(self) -> str:

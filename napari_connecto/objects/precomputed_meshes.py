@@ -332,8 +332,13 @@ class PrecomputedMeshes:
     def __repr__(self) -> str:
         return f"PrecomputedMeshes({self.keys.where!r}, {self.info.kind})"
 
-    def get(self, segment_id: int, lod: int = 0) -> Mesh:
+    def get(self, segment_id: int, lod: int = 0, *, max_bytes: int | None = None) -> Mesh:
         """The mesh of ``segment_id`` (multires: at level of detail ``lod``, 0 = finest).
+
+        With ``max_bytes``, a multi-resolution mesh is read at the finest level whose
+        encoded fragments fit in that many bytes (the coarsest if none does), ``lod``
+        then being the finest level considered: a huge neuron is shown coarser instead
+        of stalling the viewer with millions of triangles.
 
         Raises
         ------
@@ -344,7 +349,7 @@ class PrecomputedMeshes:
         """
         if self.info.kind == LEGACY:
             return self._get_legacy(int(segment_id))
-        return self._get_multires(int(segment_id), lod)
+        return self._get_multires(int(segment_id), lod, max_bytes)
 
     def _finish(self, xyz: np.ndarray, faces: np.ndarray, where: str) -> Mesh:
         zyx = xyz[:, ::-1].astype(np.float64) + self.shift_zyx
@@ -375,18 +380,20 @@ class PrecomputedMeshes:
             return Mesh.empty()
         return self._finish(np.concatenate(verts), np.concatenate(faces), where)
 
-    def _manifest_and_data(self, segment_id: int, lod: int) -> tuple[_Manifest, bytes, str]:
+    def _manifest_and_data(
+        self, segment_id: int, lod: int, max_bytes: int | None = None
+    ) -> tuple[_Manifest, int, bytes, str]:
         if self._shards is None:
             where = f"{self.keys.where}/{segment_id}.index"
             raw = self.keys.get(f"{segment_id}.index")
             if raw is None:
                 raise MeshNotFoundError(where, f"no mesh for segment {segment_id}")
             manifest = _Manifest.parse(raw, where)
-            lod = _check_lod(manifest, lod, where)
+            lod = _fitting_lod(manifest, _check_lod(manifest, lod, where), max_bytes)
             start = int(sum(int(s.sum()) for s in manifest.sizes[:lod]))
             length = int(manifest.sizes[lod].sum())
             data = self.keys.get_range(str(segment_id), start, length) if length else b""
-            return manifest, _whole(data, length, f"{self.keys.where}/{segment_id}"), where
+            return manifest, lod, _whole(data, length, f"{self.keys.where}/{segment_id}"), where
         try:
             entry = self._shards.entry(segment_id)
         except ValueError as exc:
@@ -396,20 +403,19 @@ class PrecomputedMeshes:
         name, at, raw = entry
         where = f"{self.keys.where}/{name}#{segment_id}"
         manifest = _Manifest.parse(raw, where)
-        lod = _check_lod(manifest, lod, where)
+        lod = _fitting_lod(manifest, _check_lod(manifest, lod, where), max_bytes)
         total = int(sum(int(s.sum()) for s in manifest.sizes))
         start = at - total + int(sum(int(s.sum()) for s in manifest.sizes[:lod]))
         length = int(manifest.sizes[lod].sum())
         if start < 0:
             raise MeshDecodeError(where, "", "fragments would start before the shard file")
         data = self.keys.get_range(name, start, length) if length else b""
-        return manifest, _whole(data, length, where), where
+        return manifest, lod, _whole(data, length, where), where
 
-    def _get_multires(self, segment_id: int, lod: int) -> Mesh:
+    def _get_multires(self, segment_id: int, lod: int, max_bytes: int | None = None) -> Mesh:
         import DracoPy
 
-        manifest, data, where = self._manifest_and_data(segment_id, lod)
-        lod = _check_lod(manifest, lod, where)
+        manifest, lod, data, where = self._manifest_and_data(segment_id, lod, max_bytes)
         scale = manifest.chunk_shape.astype(np.float64) * 2.0**lod
         base = manifest.grid_origin.astype(np.float64) + manifest.vertex_offsets[lod]
         quant = 2.0**self.info.vertex_quantization_bits - 1
@@ -439,12 +445,29 @@ class PrecomputedMeshes:
             return 1
         return self._manifest_and_data(int(segment_id), 0)[0].num_lods
 
+    def lod_bytes(self, segment_id: int) -> list[int]:
+        """Encoded bytes of each stored level of detail of a segment, finest first."""
+        if self.info.kind == LEGACY:
+            raise MeshDecodeError(self.keys.where, "", "legacy meshes have one level of detail")
+        manifest = self._manifest_and_data(int(segment_id), -1)[0]
+        return [int(s.sum()) for s in manifest.sizes]
+
 
 def _check_lod(manifest: _Manifest, lod: int, where: str) -> int:
     lod = manifest.num_lods - 1 if lod == -1 else lod
     if not 0 <= lod < manifest.num_lods:
         raise MeshNotFoundError(where, f"level of detail {lod} of {manifest.num_lods} not stored")
     return lod
+
+
+def _fitting_lod(manifest: _Manifest, finest: int, max_bytes: int | None) -> int:
+    """The finest level from ``finest`` on whose fragments fit ``max_bytes`` (else the coarsest)."""
+    if max_bytes is None:
+        return finest
+    for lod in range(finest, manifest.num_lods):
+        if int(manifest.sizes[lod].sum()) <= max_bytes:
+            return lod
+    return manifest.num_lods - 1
 
 
 def _whole(data: bytes | None, length: int, where: str) -> bytes:

@@ -45,6 +45,9 @@ __all__ = ["LAYER_PREFIX", "MeshController", "attach_meshes", "mesh_controller_o
 logger = logging.getLogger(__name__)
 
 LAYER_PREFIX = "mesh "
+VIEW_MESH_BYTES = 4 * 2**20
+"""Encoded bytes a shown multi-resolution mesh may take (about a million triangles of
+Draco): larger ones are shown at the finest coarser level that fits."""
 """Surface layers are named ``mesh <segment id>``."""
 _CONTROLLERS: weakref.WeakValueDictionary[int, MeshController] = weakref.WeakValueDictionary()
 _LOAD_ERRORS = (ConnectoError, OSError, ValueError, RuntimeError)
@@ -110,6 +113,9 @@ class MeshController:
         self._meshes: dict[int, Mesh] = {}
         self.errors: list[tuple[int, BaseException]] = []
         """Failed loads ``(segment id, error)``, newest last."""
+        self.max_mesh_bytes: int | None = VIEW_MESH_BYTES
+        """Stored multi-resolution meshes are shown at the finest level of detail whose
+        encoded fragments fit this many bytes (``None``: always the finest)."""
         self._undo: list[Callable[[], None]] = []
         self.loaded.connect(self._apply)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -138,6 +144,9 @@ class MeshController:
     def export(self, segment_id: int, path: str | os.PathLike[str]) -> Path:
         """Write the shown mesh of a segment as OBJ or PLY (by suffix; nm, x y z order).
 
+        A stored multi-resolution mesh shown at a coarser level of detail is written at
+        the finest one.
+
         Raises
         ------
         MeshNotFoundError
@@ -150,6 +159,9 @@ class MeshController:
         mesh = self.mesh_of(segment_id)
         if mesh is None:
             raise MeshNotFoundError(str(path), f"the mesh of segment {segment_id} is not shown")
+        source = self._mesh_source()
+        if source.kind == "precomputed" and self.max_mesh_bytes is not None:
+            mesh = source.get(int(segment_id))  # the finest level, not the one shown
         return write_mesh(mesh, path, name=f"segment {int(segment_id)}")
 
     def show(self, segment_id: int) -> None:
@@ -251,7 +263,9 @@ class MeshController:
     def _load(self, segment_id: int, token: int) -> None:
         """Fetch one mesh (worker thread) and hand the result to the main thread."""
         try:
-            result: Mesh | BaseException = self._mesh_source().get(segment_id)
+            result: Mesh | BaseException = self._mesh_source().get(
+                segment_id, max_bytes=self.max_mesh_bytes
+            )
         except _LOAD_ERRORS as exc:
             result = exc
         try:

@@ -161,6 +161,24 @@ def test_multires_draco_meshes_decode_per_spec(tmp_path, sharded, bits, no_pickl
 
 
 @pytest.mark.parametrize("sharded", [False, True])
+def test_a_byte_budget_picks_the_finest_level_that_fits(tmp_path, sharded):
+    lods, chunk = _two_cube_lods()
+    write = write_sharded_multires if sharded else write_multires
+    write(tmp_path / "mesh", 42, lods, chunk=chunk, transform=TRANSFORM)
+    meshes = PrecomputedMeshes.open(LocalKeys(tmp_path / "mesh"))
+    fine_bytes, coarse_bytes = meshes.lod_bytes(42)
+    assert fine_bytes > coarse_bytes > 0  # two boxes' fragments vs one box's
+    assert meshes.get(42, max_bytes=fine_bytes).faces.shape == (24, 3)  # fits: finest
+    coarse = meshes.get(42, max_bytes=fine_bytes - 1)
+    np.testing.assert_array_equal(coarse.vertices, meshes.get(42, lod=1).vertices)
+    tiny = meshes.get(42, max_bytes=1)  # nothing fits: the coarsest level
+    assert tiny.faces.shape == (12, 3)
+    source = MeshSource(meshes)
+    assert source.get(42, max_bytes=fine_bytes - 1).faces.shape == (12, 3)
+    assert source.get(42).faces.shape == (24, 3)  # no budget: the finest (export)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
 def test_multires_over_http(tmp_path, server, sharded):
     lods, chunk = _two_cube_lods()
     write = write_sharded_multires if sharded else write_multires

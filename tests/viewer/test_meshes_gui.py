@@ -204,3 +204,27 @@ def test_a_mesh_hidden_while_loading_never_appears(viewer, sample, qtbot):
     # removing the labels layer stops the controller
     viewer.layers.remove(_labels(viewer))
     assert mesh_controller_of(controller.labels_layer) is None
+
+
+def test_a_huge_stored_mesh_is_shown_coarser_and_exported_finest(viewer, qtbot, tmp_path):
+    from napari_connecto.objects.mesh_source import MeshSource
+    from napari_connecto.objects.precomputed_meshes import LocalKeys, PrecomputedMeshes
+    from tests.objects._mesh_data import write_multires
+    from tests.objects.test_mesh_precomputed import TRANSFORM, _two_cube_lods
+
+    lods, chunk = _two_cube_lods()  # level 0: 24 triangles, level 1: 12
+    write_multires(tmp_path / "mesh", 42, lods, chunk=chunk, transform=TRANSFORM)
+    meshes = PrecomputedMeshes.open(LocalKeys(tmp_path / "mesh"))
+    controller = attach_meshes(viewer, _labels(viewer))
+    controller._source = MeshSource(meshes)
+    controller.max_mesh_bytes = meshes.lod_bytes(42)[0] - 1  # level 0 does not fit
+    controller.show(42)
+    qtbot.waitUntil(lambda: controller.layer_of(42) is not None, timeout=30000)
+    assert controller.layer_of(42).data[1].shape == (12, 3)  # the coarser level is shown
+    out = controller.export(42, tmp_path / "m.ply")
+    assert read_ply(out).faces.shape == (24, 3)  # the file gets the finest level
+    controller.hide(42)
+    controller.max_mesh_bytes = None
+    controller.show(42)
+    qtbot.waitUntil(lambda: controller.layer_of(42) is not None, timeout=30000)
+    assert controller.layer_of(42).data[1].shape == (24, 3)
