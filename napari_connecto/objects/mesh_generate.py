@@ -38,6 +38,7 @@ __all__ = [
     "MeshCache",
     "choose_scale",
     "generate_mesh",
+    "known_bounds",
     "mesh_cache_dir",
     "segment_bounds",
 ]
@@ -95,22 +96,69 @@ def _box_nm(volume: Volume, scale: int, box: Box) -> tuple[np.ndarray, np.ndarra
     return origin + np.array(box[0]) * res, origin + np.array(box[1]) * res
 
 
+def known_bounds(volume: Volume, segment_id: int) -> tuple[int, Box] | None:
+    """``(scale, voxel box)`` of a segment from computed attributes, if any are cached.
+
+    The attributes' bounding boxes are exact at the scale they were computed at (the
+    finest cached one is used), so no voxel has to be scanned to find the segment. A
+    volume shown through processors (a proofreading remap) has no such attributes.
+    """
+    if volume.read_processors:
+        return None
+    from napari_connecto.objects.attribute_compute import cached_attributes
+
+    for scale in range(len(volume.scales)):
+        store = cached_attributes(volume, scale)
+        if store is None or "bbox_start_z" not in store.columns:
+            continue
+        row = store.get(int(segment_id))
+        if row is None:
+            raise MeshNotFoundError(
+                str(volume.source), f"segment {segment_id} is not in the volume"
+            )
+        lo = tuple(int(row[f"bbox_start_{a}"]) for a in "zyx")
+        hi = tuple(int(row[f"bbox_stop_{a}"]) for a in "zyx")
+        return scale, (lo, hi)  # type: ignore[return-value]
+    return None
+
+
+def _region_at(volume: Volume, known: tuple[int, Box], scale: int) -> Box | None:
+    """The voxel region of ``scale`` holding a box known at a scale as fine or finer."""
+    at, box = known
+    if at > scale:  # a coarser scale may miss thin parts: its box bounds nothing finer
+        return None
+    lo_nm, hi_nm = _box_nm(volume, at, box)
+    sc = volume.scales[scale]
+    origin, res = np.array(tuple(sc.origin_nm)), np.array(tuple(sc.resolution))
+    lo = np.floor((lo_nm - origin) / res + 1e-9).astype(int) - 1
+    hi = np.ceil((hi_nm - origin) / res - 1e-9).astype(int) + 1
+    return tuple(lo.tolist()), tuple(hi.tolist())  # type: ignore[return-value]
+
+
 def choose_scale(volume: Volume, segment_id: int, max_voxels: int = DEFAULT_MAX_VOXELS) -> int:
     """The finest scale at which the segment's bounding box holds at most ``max_voxels``.
 
-    The box is found at the coarsest scale where the segment appears.
+    The box comes from cached attributes (:func:`known_bounds`), else it is found at
+    the coarsest scale where the segment appears.
 
     Raises
     ------
     MeshNotFoundError
         If the segment is not in the volume at any scale.
     """
-    for coarse in reversed(range(len(volume.scales))):
-        box = segment_bounds(volume, segment_id, coarse)
-        if box is not None:
-            break
+    known = known_bounds(volume, segment_id)
+    if known is not None:
+        coarse, box = known
     else:
-        raise MeshNotFoundError(str(volume.source), f"segment {segment_id} is not in the volume")
+        for coarse in reversed(range(len(volume.scales))):
+            found = segment_bounds(volume, segment_id, coarse)
+            if found is not None:
+                box = found
+                break
+        else:
+            raise MeshNotFoundError(
+                str(volume.source), f"segment {segment_id} is not in the volume"
+            )
     lo_nm, hi_nm = _box_nm(volume, coarse, box)
     span = hi_nm - lo_nm + 2 * np.array(tuple(volume.scales[coarse].resolution))
     for s, sc in enumerate(volume.scales):
@@ -157,7 +205,9 @@ def generate_mesh(
 
     segment_id = int(segment_id)
     scale = choose_scale(volume, segment_id, max_voxels) if scale is None else scale
-    box = segment_bounds(volume, segment_id, scale)
+    known = known_bounds(volume, segment_id)
+    region = _region_at(volume, known, scale) if known is not None else None
+    box = segment_bounds(volume, segment_id, scale, region)  # only the known box is read
     if box is None:
         raise MeshNotFoundError(str(volume.source), f"segment {segment_id} not at scale {scale}")
     sc = volume.scales[scale]

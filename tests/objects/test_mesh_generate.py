@@ -12,6 +12,7 @@ from napari_connecto.objects.mesh_generate import (
     MeshCache,
     choose_scale,
     generate_mesh,
+    known_bounds,
     mesh_cache_dir,
 )
 from napari_connecto.objects.mesh_io import (
@@ -93,6 +94,39 @@ def test_choose_scale_respects_budget_and_missing_segment(sample):
     assert not coarse.is_empty
     with pytest.raises(MeshNotFoundError):
         generate_mesh(volume, 123456789)
+
+
+def test_computed_attributes_spare_the_scan_for_the_segment(sample, tmp_path, monkeypatch):
+    from napari_connecto.objects.attributes import load_or_compute
+
+    data, labels = sample
+    monkeypatch.setenv("NAPARI_CONNECTO_CACHE", str(tmp_path / "cache"))
+    volume = open_volume(str(labels))
+    segment = _largest_ids(data.segmentation, 4)[-1]  # not the background-sized one
+    scanned = generate_mesh(volume, segment, scale=0, block=(4, 24, 24))
+    assert known_bounds(volume, segment) is None  # nothing computed yet
+    load_or_compute(volume)
+    idx = np.argwhere(data.segmentation == segment)
+    assert known_bounds(volume, segment) == (
+        0,
+        (tuple(idx.min(0).tolist()), tuple((idx.max(0) + 1).tolist())),
+    )
+    reads: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    read = volume.read_voxels
+
+    def recording(scale, start, stop, *args, **kwargs):
+        reads.append((tuple(start), tuple(stop)))
+        return read(scale, start, stop, *args, **kwargs)
+
+    monkeypatch.setattr(volume, "read_voxels", recording)
+    fast = generate_mesh(volume, segment, scale=0, block=(4, 24, 24))
+    np.testing.assert_array_equal(fast.vertices, scanned.vertices)
+    np.testing.assert_array_equal(fast.faces, scanned.faces)
+    lo, hi = idx.min(0) - 2, idx.max(0) + 3  # the box, a voxel of margin, block overlap
+    assert all(np.all(np.array(a) >= lo) and np.all(np.array(b) <= hi) for a, b in reads)
+    assert choose_scale(volume, segment) == 0
+    with pytest.raises(MeshNotFoundError):  # not among the computed segments
+        known_bounds(volume, 123456789)
 
 
 def test_mesh_source_generates_and_caches(sample, tmp_path, monkeypatch):
