@@ -32,6 +32,7 @@ import numpy as np
 
 from napari_connecto.errors import ConnectoError, MetadataError, SourceNotFoundError
 from napari_connecto.objects.attribute_store import AttributeStore
+from napari_connecto.volume.generation import generation_mark
 
 if TYPE_CHECKING:
     from napari_connecto.volume.scale import Index3, Scale
@@ -399,6 +400,7 @@ def attributes_cache_path(volume: Volume, scale: int = 0) -> Path:
         "origin": list(sc.origin_nm.as_tuple()),
         "background": int(volume.backend.background_label),
         "data": _fingerprint(volume, scale),
+        "generation": generation_mark(volume),  # bumped by every proofreading write-back
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return _cache_root() / digest

@@ -18,6 +18,7 @@ import numpy as np
 from napari_connecto.errors import MetadataError
 from napari_connecto.objects.mesh_generate import MeshCache, choose_scale, generate_mesh
 from napari_connecto.objects.precomputed_meshes import KeyReader, PrecomputedMeshes, key_reader
+from napari_connecto.volume.generation import generation_mark
 
 if TYPE_CHECKING:
     import os
@@ -124,7 +125,8 @@ class MeshSource:
         cache : MeshCache, optional
             Cache of generated meshes (default location if omitted).
         generation : str
-            Data generation for the cache key of generated meshes.
+            Data generation for the cache key of generated meshes (default the
+            volume's mark, which every proofreading write-back bumps).
 
         Raises
         ------
@@ -136,7 +138,8 @@ class MeshSource:
             res = np.array(tuple(volume.scales[0].resolution), dtype=np.float64)
             logger.info("meshes of %s: precomputed at %s", volume.source, keys.where)
             return cls(PrecomputedMeshes.open(keys, shift_zyx=-0.5 * res))
-        return cls(GeneratedMeshes(volume, cache or MeshCache(), generation))
+        mark = generation or generation_mark(volume)
+        return cls(GeneratedMeshes(volume, cache or MeshCache(), mark))
 
     def get(self, segment_id: int, *, max_bytes: int | None = None) -> Mesh:
         """The mesh of ``segment_id`` in nm, z, y, x (blocking; call it off the main thread).

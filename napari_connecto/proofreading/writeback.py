@@ -34,6 +34,7 @@ from napari_connecto.proofreading.server_edits import (
     write_block,
 )
 from napari_connecto.proofreading.voxels import overlay_patch
+from napari_connecto.volume.generation import bump_generation
 from napari_connecto.volume.volume import Volume
 
 if TYPE_CHECKING:
@@ -164,6 +165,8 @@ class WriteBack:
                     self.journal.set_writeback(entry.seq, "failed", str(exc))
                     continue
                 _killpoints.reach("after-volume-write")
+                if regions:
+                    bump_generation(self.volume)  # caches derived from the voxels go stale
                 self.gate.step_aside()
                 self.journal.set_writeback(entry.seq, "done")
                 self.retry_at, self._backoff = None, RETRY_FIRST_S
