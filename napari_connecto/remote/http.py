@@ -1,7 +1,9 @@
 """The HTTP transport every remote source shares.
 
 One :class:`HttpClient` per process (:func:`default_client`) keeps pooled
-keep-alive connections per host. Every request:
+keep-alive connections per host (at most :attr:`HttpConfig.pool_size` idle
+ones; a pooled connection the server closed meanwhile is replaced, and the
+request sent again on a new one at once). Every request:
 
 - has explicit connect and read timeouts (``requests`` and CloudVolume set none);
 - is retried with jittered exponential backoff on 408/429/5xx, on connection
@@ -18,36 +20,26 @@ keep-alive connections per host. Every request:
 
 Errors are typed (:class:`~napari_connecto.errors.RemoteError` and its
 subclasses) and name the URL; query strings holding tokens are never logged.
+
+Layers: the verbs here; the retry loop and failure classification in
+:mod:`~napari_connecto.remote.transport`; pools in
+:mod:`~napari_connecto.remote.connections`; HTTP/1.1 framing on one socket in
+:mod:`~napari_connecto.remote.wire` (neither urllib3 nor :mod:`http.client`:
+their per-request cost was most of a loopback GET); bodies, content decoding
+and Range checks in :mod:`~napari_connecto.remote.bodies` and
+:mod:`~napari_connecto.remote.ranges`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urljoin, urlsplit
 
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    HTTPError,
-    LocationValueError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-
-from napari_connecto.errors import (
-    RemoteError,
-    RemoteTimeoutError,
-    ServerBusyError,
-    TruncatedBodyError,
-)
+from napari_connecto.errors import TruncatedBodyError
+from napari_connecto.remote.transport import HttpConfig, HttpResponse, Transport, public_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -64,76 +56,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_BUSY_STATUSES = frozenset({429, 503})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-_MAX_REDIRECTS = 3
-_MAX_ERROR_TEXT = 500
-_MAX_ORIGINS = 16
 
-
-@dataclass(frozen=True, slots=True)
-class HttpConfig:
-    """Timeouts, retries and pool size of an :class:`HttpClient`."""
-
-    connect_timeout: float = 3.05
-    """Seconds to open a connection (neuclease's choice)."""
-    read_timeout: float = 30.0
-    """Seconds to wait for the next bytes of an answer."""
-    retries: int = 8
-    """Attempts after the first one before giving up."""
-    connect_retries: int = 2
-    """Attempts after the first one when no connection can be opened at all."""
-    backoff_base: float = 0.05
-    """Seconds of the first backoff; doubled each retry."""
-    backoff_max: float = 4.0
-    """Cap of one backoff, also of an honoured ``Retry-After``."""
-    pool_size: int = 32
-    """Keep-alive connections kept per host (match the reader concurrency)."""
-    max_body_bytes: int = 2**31
-    """Largest body accepted (a guard against runaway answers)."""
-    user_agent: str = "napari-connecto"
-    """``User-Agent`` header."""
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """One complete answer."""
-
-    status: int
-    """HTTP status (2xx; errors raise instead)."""
-    body: bytes
-    """The whole body, content-decoded."""
-    headers: Mapping[str, str]
-    """Response headers (case-insensitive mapping)."""
-    verified: bool
-    """Whether the body length was checked against ``Content-Length`` or chunked framing."""
-
-    def json(self) -> Any:
-        """The body parsed as JSON (``ValueError`` if it is not)."""
-        import json
-
-        return json.loads(self.body)
-
-
-class _RetryError(Exception):
-    """One attempt failed in a way worth retrying."""
-
-    def __init__(
-        self, error: RemoteError, delay: float | None = None, *, connect: bool = False
-    ) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.delay = delay
-        self.connect = connect
-
-
-def public_url(url: str) -> str:
-    """``url`` with any query string cut (tokens), for messages and logs."""
-    return url.split("?", 1)[0]
-
-
-class HttpClient:
+class HttpClient(Transport):
     """Pooled, retrying, length-checking HTTP requests.
 
     Parameters
@@ -141,18 +65,6 @@ class HttpClient:
     config : HttpConfig, optional
         Timeouts, retries and pool size.
     """
-
-    def __init__(self, config: HttpConfig | None = None) -> None:
-        self.config = config or HttpConfig()
-        # One connection pool per origin, kept here rather than in a PoolManager: its
-        # per-request URL parsing and pool lookup cost as much as the rest of a GET.
-        self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
-        self._timeout = urllib3.Timeout(
-            connect=self.config.connect_timeout, read=self.config.read_timeout
-        )
-        self._lock = threading.Lock()
-        self.stats: Counter[str] = Counter()
-        """Counters: ``requests``, ``retries``, ``bytes``, and one per retried cause."""
 
     # -- public verbs --------------------------------------------------------------
     def get(
@@ -332,314 +244,6 @@ class HttpClient:
     def exists(self, url: str) -> bool:
         """Whether ``HEAD url`` answers 2xx (404 -> ``False``)."""
         return self.request("HEAD", url, allow_missing=True) is not None
-
-    # -- the retry loop ----------------------------------------------------------------
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        byte_range: tuple[int, int | None] | None = None,
-        allow_missing: bool = False,
-        idempotent: bool | None = None,
-        own_buffer: bool = False,
-    ) -> HttpResponse | None:
-        """Send one request with retries; see the module docstring for the rules.
-
-        With ``own_buffer``, a plain body of stated length is read straight into a
-        ``bytearray`` of its own (no copy; arrays decoded from it can be writable).
-
-        Returns
-        -------
-        HttpResponse or None
-            The answer; ``None`` for a 404 when ``allow_missing``.
-        """
-        if idempotent is None:
-            idempotent = method in _IDEMPOTENT
-        all_headers = dict(headers or {})
-        if byte_range is not None:
-            start, length = byte_range
-            if length is not None and length <= 0:
-                return HttpResponse(206, b"", {}, verified=True)
-            all_headers["Range"] = _range_header(start, length)
-        last: RemoteError | None = None
-        unreachable = 0
-        for attempt in range(self.config.retries + 1):
-            if attempt:
-                self._count("retries")
-            try:
-                response = self._once(
-                    method, url, body, all_headers, idempotent, allow_missing, own_buffer=own_buffer
-                )
-                if response is not None and byte_range is not None:
-                    response = _check_range(url, response, byte_range)
-            except _RetryError as retry:
-                last = retry.error
-                unreachable = unreachable + 1 if retry.connect else 0
-                if unreachable > self.config.connect_retries:
-                    break
-                delay = self._backoff(attempt) if retry.delay is None else retry.delay
-                logger.debug("%s %s: %s; retry in %.2fs", method, public_url(url), last, delay)
-                time.sleep(delay)
-                continue
-            return response
-        assert last is not None
-        raise last
-
-    def _once(  # noqa: PLR0917 - private, called once
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        idempotent: bool,
-        allow_missing: bool,
-        *,
-        own_buffer: bool = False,
-    ) -> HttpResponse | None:
-        """One attempt, redirects followed; raise :class:`_RetryError` for a retryable failure."""
-        shown = public_url(url)
-        headers = {"User-Agent": self.config.user_agent, **headers}
-        for _ in range(_MAX_REDIRECTS + 1):
-            self._count("requests")
-            try:
-                pool, target = self._connection_pool(url)
-                raw = pool.urlopen(
-                    method,
-                    target,
-                    body=body,
-                    headers=headers,
-                    timeout=self._timeout,
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    preload_content=False,
-                )
-            except NewConnectionError as exc:  # refused, or the name does not resolve
-                error = self._cause(RemoteError, shown, exc, "connect")
-                raise _RetryError(error, connect=True) from None
-            except ConnectTimeoutError as exc:
-                error = self._cause(RemoteTimeoutError, shown, exc, "connect")
-                raise _RetryError(error, connect=True) from None
-            except ReadTimeoutError as exc:
-                error = self._cause(RemoteTimeoutError, shown, exc, "timeout")
-                if not idempotent:
-                    raise error from None
-                raise _RetryError(error) from None
-            except (ProtocolError, HTTPError, OSError) as exc:
-                error = self._cause(RemoteError, shown, exc, "connection")
-                if not idempotent:
-                    raise error from None
-                raise _RetryError(error) from None
-            if 300 <= raw.status < 400 and raw.headers.get("Location"):
-                raw.drain_conn()
-                raw.release_conn()
-                url = _same_origin_redirect(url, raw.headers["Location"])
-                continue
-            return self._answer(method, url, raw, idempotent, allow_missing, own_buffer=own_buffer)
-        raise RemoteError(shown, f"more than {_MAX_REDIRECTS} redirects")
-
-    def _answer(
-        self,
-        method: str,
-        url: str,
-        raw: urllib3.BaseHTTPResponse,
-        idempotent: bool,
-        allow_missing: bool,
-        *,
-        own_buffer: bool = False,
-    ) -> HttpResponse | None:
-        """Read and check one answer's body; classify its status."""
-        shown = public_url(url)
-        try:
-            body = self._read_body(raw, shown, own_buffer=own_buffer)
-        except (ReadTimeoutError, TimeoutError) as exc:
-            raise _RetryError(self._cause(RemoteTimeoutError, shown, exc, "timeout")) from None
-        except (ProtocolError, DecodeError, HTTPError, OSError) as exc:
-            raise _RetryError(self._cause(TruncatedBodyError, shown, exc, "truncated")) from None
-        finally:
-            raw.release_conn()
-        status = raw.status
-        if status == 404 and allow_missing:
-            return None
-        if status in _RETRY_STATUSES:
-            text = _error_text(body)
-            cls = ServerBusyError if status in _BUSY_STATUSES else RemoteError
-            error = cls(shown, text or "server error", status=status)
-            self._count(f"status {status}")
-            if idempotent or status in _BUSY_STATUSES:
-                raise _RetryError(error, self._retry_after(raw))
-            raise error
-        if status >= 400:
-            raise RemoteError(shown, _error_text(body) or raw.reason or "error", status=status)
-        verified = (
-            "content-length" in raw.headers
-            or "chunked" in raw.headers.get("transfer-encoding", "").lower()
-            or method == "HEAD"
-        )
-        self._count("bytes", len(body))
-        return HttpResponse(status, body, raw.headers, verified)
-
-    def _read_body(
-        self, raw: urllib3.BaseHTTPResponse, shown: str, *, own_buffer: bool = False
-    ) -> bytes:
-        """The whole body, refusing more than ``max_body_bytes``."""
-        headers = raw.headers
-        length = headers.get("content-length")
-        if length is not None and length.isdigit():
-            if int(length) > self.config.max_body_bytes:
-                raise RemoteError(shown, f"answer of {length} bytes is larger than allowed")
-            if not headers.get("content-encoding"):  # its size is known: one read
-                plain = own_buffer and "transfer-encoding" not in headers
-                return _read_into(raw, int(length)) if plain else raw.read()
-        parts, total = [], 0
-        for part in raw.stream(2**20, decode_content=True):
-            total += len(part)
-            if total > self.config.max_body_bytes:
-                raise RemoteError(shown, "answer is larger than allowed")
-            parts.append(part)
-        return b"".join(parts)
-
-    def _cause(self, cls: type[RemoteError], url: str, exc: BaseException, key: str) -> RemoteError:
-        self._count(key)
-        return cls(url, f"{type(exc).__name__}: {exc}")
-
-    def _retry_after(self, raw: urllib3.BaseHTTPResponse) -> float | None:
-        value = raw.headers.get("retry-after", "")
-        try:
-            return min(max(float(value), 0.0), self.config.backoff_max)
-        except ValueError:
-            return None
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random."""
-        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def _count(self, key: str, n: int = 1) -> None:
-        with self._lock:
-            self.stats[key] += n
-
-    def _connection_pool(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
-        """The pool of ``url``'s origin (made on first use) and the request target.
-
-        Raises
-        ------
-        urllib3.exceptions.LocationValueError
-            For a URL that is not ``http(s)://host/...`` (an ``HTTPError``).
-        """
-        scheme, sep, rest = url.partition("://")
-        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-        netloc, target = rest[:end], rest[end:].split("#", 1)[0]  # fragments are not sent
-        origin = (scheme.lower(), netloc)
-        pool = self._pools.get(origin)
-        if pool is None:
-            if not sep or origin[0] not in ("http", "https") or not netloc:
-                raise LocationValueError(f"not an http(s) URL: {public_url(url)}")
-            pool = self._new_pool(origin)
-        return pool, target if target.startswith("/") else "/" + target
-
-    def _new_pool(self, origin: tuple[str, str]) -> urllib3.HTTPConnectionPool:
-        """A keep-alive pool for one origin; the oldest pool is closed past ``_MAX_ORIGINS``."""
-        with self._lock:
-            pool = self._pools.get(origin)
-            if pool is None:
-                pool = urllib3.connection_from_url(
-                    f"{origin[0]}://{origin[1]}/",
-                    maxsize=self.config.pool_size,
-                    block=False,
-                    retries=False,
-                )
-                pools = dict(self._pools)
-                pools[origin] = pool
-                while len(pools) > _MAX_ORIGINS:
-                    pools.pop(next(iter(pools))).close()
-                self._pools = pools  # replaced whole: lock-free readers see old or new
-        return pool
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        with self._lock:
-            pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            pool.close()
-
-
-def _read_into(raw: urllib3.BaseHTTPResponse, length: int) -> bytes:
-    """A body of stated ``length`` read into a ``bytearray`` of its own, every byte checked.
-
-    Reads through the ``http.client`` response under urllib3's (``readinto``
-    fills the buffer without an intermediate ``bytes``); a body that ends early
-    raises :class:`ProtocolError`. On any failure the connection is closed, not
-    pooled, as urllib3 does.
-    """
-    source = getattr(raw, "_fp", None)
-    if not hasattr(source, "readinto"):  # not the urllib3 we know: the plain way
-        return bytearray(raw.read())
-    buffer = bytearray(length)
-    view, got = memoryview(buffer), 0
-    try:
-        while got < length:
-            n = source.readinto(view[got:])  # type: ignore[union-attr]
-            if not n:
-                raise ProtocolError(f"body ended after {got} of {length} bytes")
-            got += n
-    except BaseException:
-        raw.close()
-        raise
-    return buffer  # type: ignore[return-value]
-
-
-def _range_header(start: int, length: int | None) -> str:
-    """The ``Range`` header of ``(start, length)`` (see :meth:`HttpClient.get`)."""
-    if length is not None:
-        return f"bytes={start}-{start + length - 1}"
-    return f"bytes={start}" if start < 0 else f"bytes={start}-"
-
-
-def _check_range(
-    url: str, response: HttpResponse, byte_range: tuple[int, int | None]
-) -> HttpResponse:
-    """A Range answer must be 206 with exactly the bytes asked for."""
-    start, length = byte_range
-    if response.status != 206:
-        # A server ignoring Range sends everything: take the slice, but only if complete.
-        body = response.body
-        whole = response.status == 200 and response.verified
-        if whole and (length is None or len(body) >= start + length):
-            end = None if length is None else start + length
-            return replace(response, body=body[start:end] if start >= 0 else body[start:])
-        raise RemoteError(public_url(url), "the server does not support Range requests")
-    expected = length if length is not None else (-start if start < 0 else None)
-    if expected is not None and len(response.body) != expected:
-        raise _RetryError(
-            TruncatedBodyError(
-                public_url(url), f"range answer has {len(response.body)} bytes, expected {expected}"
-            )
-        )
-    if expected is None and not response.verified:
-        raise _RetryError(
-            TruncatedBodyError(public_url(url), "open-ended range answer of unknown length")
-        )
-    return response
-
-
-def _same_origin_redirect(url: str, location: str) -> str:
-    """The redirect target, refused if it changes scheme or host."""
-    target = urljoin(url, location)
-    a, b = urlsplit(url), urlsplit(target)
-    if (a.scheme, a.netloc) != (b.scheme, b.netloc):
-        raise RemoteError(
-            public_url(url), f"refusing a redirect to another host or scheme ({public_url(target)})"
-        )
-    return target
-
-
-def _error_text(body: bytes) -> str:
-    """A server's error message, shortened, as text."""
-    return body[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
 
 
 _default: HttpClient | None = None

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_connecto.remote.inflate import inflate
+from napari_connecto.remote.unzstd import decompress_into
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -173,7 +174,8 @@ def _zstd(data: bytes, cap: int) -> bytes:
         raise ValueError(f"zstd frame announces {stated} bytes, the chunk holds {cap}")
     out = np.empty(cap, dtype=np.uint8)
     try:
-        numcodecs.zstd.decompress(data, out)
+        if not decompress_into(data, out):  # libzstd, the GIL released; else numcodecs
+            numcodecs.zstd.decompress(data, out)
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"corrupt zstd chunk ({exc})") from None
     return out.data  # type: ignore[return-value]
