@@ -41,6 +41,23 @@ if TYPE_CHECKING:
     from napari_connecto.source import Source
     from napari_connecto.volume.scale import Index3
 
+__all__ = [
+    "DEFAULT_PLANE",
+    "MAX_WALK_DEPTH",
+    "MAX_WALK_OBJECTS",
+    "READ_ERRORS",
+    "dataset_scale",
+    "dtype_of",
+    "find_volumes",
+    "json_attrs",
+    "json_safe",
+    "kind_for",
+    "level_scales",
+    "multiscale_levels",
+    "read_attr",
+    "resolve",
+]
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PLANE = 512
@@ -259,6 +276,7 @@ def _shape3(ds: h5py.Dataset) -> tuple[int, ...]:
 
 
 def json_safe(value: Any) -> Any:
+    """An attribute value as JSON can hold it (numpy scalars and small arrays as lists)."""
     if isinstance(value, np.ndarray):
         return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
     if isinstance(value, np.generic):
