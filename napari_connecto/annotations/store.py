@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, exists, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.exc import DBAPIError
 
 from napari_connecto.annotations import queries, schema
@@ -22,6 +22,7 @@ from napari_connecto.annotations.frames import SYNAPSE_STATUSES, ImportBatch
 from napari_connecto.annotations.ids import from_db_one, to_db, to_db_one
 from napari_connecto.annotations.locks import store_lock
 from napari_connecto.annotations.merge import ImportSummary, import_batch
+from napari_connecto.annotations.user_data import UserDataMixin
 from napari_connecto.annotations.versions import VersionsMixin
 from napari_connecto.errors import AnnotationError
 from napari_connecto.geometry import BBox, Vec3
@@ -59,7 +60,7 @@ class ReviewProgress:
         return self.reviewed / self.total if self.total else 1.0
 
 
-class AnnotationStore(VersionsMixin):
+class AnnotationStore(UserDataMixin, VersionsMixin):
     """Neurons, synapses and bookmarks of one dataset, in SQLite (default) or PostgreSQL.
 
     Ids are uint64 end to end. Positions are z, y, x in nm. Every write is one
@@ -474,75 +475,6 @@ class AnnotationStore(VersionsMixin):
             return 0
         return int(self._write(lambda conn: conn.execute(statement, rows).rowcount))
 
-    # -- bookmarks --------------------------------------------------------------------
-    def add_bookmark(
-        self, position_nm: Iterable[float], note: str = "", tags: Iterable[str] = ()
-    ) -> int:
-        """Save a place (z, y, x nm) with a note and tags; return the bookmark's id."""
-        z, y, x = (float(v) for v in position_nm)
-        values = {"z": z, "y": y, "x": x, "note": note, "tags": _tags(tags), "created": time.time()}
-        statement = schema.bookmarks.insert().values(**values)
-        return int(self._write(lambda conn: conn.execute(statement).inserted_primary_key[0]))
-
-    def update_bookmark(
-        self, bookmark_id: int, *, note: str | None = None, tags: Iterable[str] | None = None
-    ) -> None:
-        """Change a bookmark's note and/or tags; :class:`KeyError` if it is gone."""
-        values: dict[str, str] = {}
-        if note is not None:
-            values["note"] = note
-        if tags is not None:
-            values["tags"] = _tags(tags)
-        if not values:
-            return
-        table = schema.bookmarks
-        statement = table.update().where(table.c.id == int(bookmark_id)).values(**values)
-        if self._write(lambda conn: conn.execute(statement).rowcount) == 0:
-            raise KeyError(f"no bookmark {bookmark_id}")
-
-    def delete_bookmark(self, bookmark_id: int) -> bool:
-        """Delete a bookmark; return whether it existed."""
-        table = schema.bookmarks
-        statement = table.delete().where(table.c.id == int(bookmark_id))
-        return bool(self._write(lambda conn: conn.execute(statement).rowcount))
-
-    def bookmarks(self) -> pd.DataFrame:
-        """Every bookmark, oldest first: id, z, y, x (nm), note, tags, created.
-
-        ``tags`` is one comma-separated string.
-        """
-        table = schema.bookmarks
-        query = select(table).order_by(table.c.id)
-        rows = self._read(lambda conn: conn.execute(query).all())
-        names = [c.name for c in table.c]
-        frame = pd.DataFrame.from_records(rows, columns=names)
-        frame["id"] = frame["id"].astype(np.int64)
-        for column in ("z", "y", "x", "created"):
-            frame[column] = frame[column].astype(np.float64)
-        return frame
-
-    # -- settings ---------------------------------------------------------------------
-    def get_setting(self, key: str, default: str | None = None) -> str | None:
-        """A value stored with :meth:`set_setting` (e.g. the dataset a store belongs to)."""
-        table = schema.meta
-        query = select(table.c.value).where(table.c.key == f"setting.{key}")
-        value = self._read(lambda conn: conn.execute(query).scalar())
-        return default if value is None else str(value)
-
-    def set_setting(self, key: str, value: str) -> None:
-        """Store a small text value under ``key``."""
-        table = schema.meta
-        name = f"setting.{key}"
-
-        def upsert(conn: Connection) -> None:
-            found = conn.execute(select(exists().where(table.c.key == name))).scalar()
-            if found:
-                conn.execute(table.update().where(table.c.key == name).values(value=value))
-            else:
-                conn.execute(table.insert().values(key=name, value=value))
-
-        self._write(upsert)
-
 
 def _as_ids(ids: Iterable[int] | np.ndarray | int) -> list[int] | np.ndarray:
     if isinstance(ids, int | np.integer):
@@ -550,9 +482,3 @@ def _as_ids(ids: Iterable[int] | np.ndarray | int) -> list[int] | np.ndarray:
     if isinstance(ids, np.ndarray):
         return ids
     return [int(i) for i in ids]
-
-
-def _tags(tags: Iterable[str]) -> str:
-    if isinstance(tags, str):
-        tags = tags.split(",")
-    return ",".join(t.strip() for t in tags if t.strip())
