@@ -188,7 +188,10 @@ class CacheStatusWidget(QWidget):
         self.usage_label.setText(f"{format_bytes(used)} of {format_bytes(budget)}")
         self.usage_bar.setValue(min(1000, round(1000 * used / budget)) if budget > 0 else 0)
         self.retry_button.setEnabled(status.failed > 0)
-        self.count_labels["failed"].setStyleSheet(ERROR_STYLE if status.failed else "")
+        failed_label = self.count_labels["failed"]
+        style = ERROR_STYLE if status.failed else ""
+        if failed_label.styleSheet() != style:  # setting it again repaints (and recomposes)
+            failed_label.setStyleSheet(style)
         reason = status.last_error if status.failed else ""
         self.failure_label.setText(f"Last failure: {_shorten(reason)}" if reason else "")
         self.failure_label.setToolTip(reason)

@@ -2,6 +2,7 @@
 
 from napari_connecto.cache.chunk_cache import CacheStats, ChunkCache, ChunkKey
 from napari_connecto.cache.level import StreamingLevel
+from napari_connecto.cache.planner import Planner
 from napari_connecto.cache.scheduler import FetchJob, FetchScheduler, Priority, SchedulerStats, Tier
 from napari_connecto.cache.service import (
     CacheSettings,
@@ -20,6 +21,7 @@ __all__ = [
     "FetchJob",
     "FetchScheduler",
     "LayerStream",
+    "Planner",
     "Priority",
     "SchedulerStats",
     "StreamingLevel",

@@ -78,6 +78,7 @@ class ChunkCache:
         self._pinned_bytes = 0
         self._evictions = 0
         self._rejected = 0
+        self._versions: dict[tuple[int, int], int] = {}
 
     # -- budget ---------------------------------------------------------------------
     @property
@@ -128,6 +129,35 @@ class ChunkCache:
     def __contains__(self, key: object) -> bool:
         return key in self._chunks
 
+    def peek(self, key: ChunkKey) -> np.ndarray | None:
+        """The chunk or ``None``, without the lock and without marking it used.
+
+        For the main thread composing a view from many chunks: pass what it found to
+        :meth:`touch` afterwards, one lock acquisition instead of one per chunk (each a
+        chance to wait for a worker thread, and then for the interpreter lock).
+        """
+        return self._chunks.get(key)
+
+    def touch(self, keys: Iterable[ChunkKey]) -> None:
+        """Mark ``keys`` (those still held) as recently used."""
+        with self._lock:
+            chunks = self._chunks
+            for key in keys:
+                if key in chunks:
+                    chunks.move_to_end(key)
+
+    def version(self, volume: int, level: int) -> int:
+        """A counter that changes whenever a chunk of ``volume``'s ``level`` comes or goes.
+
+        Cheap and lock-free: a composed region of that level that found every block it
+        needed stays valid while the counter is unchanged.
+        """
+        return self._versions.get((volume, level), 0)
+
+    def _bump(self, key: ChunkKey) -> None:
+        versions, where = self._versions, (key.volume, key.level)
+        versions[where] = versions.get(where, 0) + 1
+
     def put(self, key: ChunkKey, chunk: np.ndarray) -> bool:
         """Store ``chunk`` (read-only from now on); return whether it was kept."""
         chunk.flags.writeable = False
@@ -149,6 +179,7 @@ class ChunkCache:
                 return False
             self._evict_until(self._budget - size)
             self._chunks[key] = chunk
+            self._bump(key)
             self._nbytes += size
             if key in self._pin_counts:
                 self._pinned_bytes += size
@@ -215,6 +246,7 @@ class ChunkCache:
     # -- internals ------------------------------------------------------------------
     def _forget(self, key: ChunkKey, chunk: np.ndarray) -> None:
         """Account for ``chunk`` leaving the cache (already popped)."""
+        self._bump(key)
         self._nbytes -= int(chunk.nbytes)
         if key in self._pin_counts:
             self._pinned_bytes -= int(chunk.nbytes)
@@ -229,6 +261,7 @@ class ChunkCache:
             if key in self._pin_counts:
                 continue
             chunk = self._chunks.pop(key)
+            self._bump(key)
             self._nbytes -= int(chunk.nbytes)
             self._evictions += 1
         return self._nbytes <= target

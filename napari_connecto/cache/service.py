@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from napari_connecto.cache.chunk_cache import ChunkCache
+from napari_connecto.cache.planner import Planner
 from napari_connecto.cache.scheduler import FetchScheduler
 
 __all__ = ["CacheSettings", "StreamingService", "default_budget", "default_service"]
@@ -92,6 +93,8 @@ class StreamingService:
         self._settings = settings or CacheSettings(budget_bytes=default_budget())
         self.cache = ChunkCache(self._settings.budget_bytes)
         self.scheduler = FetchScheduler(self.cache, self._settings.workers)
+        self.planner = Planner()
+        """Plans the wish lists of streamed layers shown in a viewer, off the main thread."""
 
     @property
     def settings(self) -> CacheSettings:
@@ -116,6 +119,7 @@ class StreamingService:
 
     def close(self) -> None:
         """Stop the workers."""
+        self.planner.close()
         self.scheduler.close()
 
 

@@ -3,9 +3,11 @@
 A :class:`StreamingVolume` knows how to fetch one cache block of one level. A
 :class:`LayerStream` is the streaming state of one napari layer: its level arrays
 (:class:`~napari_connecto.cache.level.StreamingLevel`), what it showed last, and the
-chunks it wants. In *blocking* mode (the default, for scripts) reads wait for real data;
-the viewer bridge switches a layer to *streaming* mode, where reads return at once from
-what is cached and queue the rest.
+chunks it wants (planned by :class:`~napari_connecto.cache.wishes.WishLists`). In
+*blocking* mode (the default, for scripts) reads wait for real data; the viewer bridge
+switches a layer to *streaming* mode, where reads return at once from what is cached and
+queue the rest. A read that composed a complete thumbnail (napari slices the coarsest
+level on every refresh) is reused until a block of that level comes or goes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +25,11 @@ import numpy as np
 
 from napari_connecto.cache.chunk_cache import ChunkKey
 from napari_connecto.cache.compose import compose_region, hatch
+from napari_connecto.cache.planner import Planner
 from napari_connecto.cache.pyramid import LevelGeometry, plan_pyramid
-from napari_connecto.cache.scheduler import FetchJob, FetchScheduler, Priority, Tier
+from napari_connecto.cache.scheduler import FetchJob, Priority, Tier
 from napari_connecto.cache.service import StreamingService, default_service
+from napari_connecto.cache.wishes import WishLists
 from napari_connecto.errors import ChunkError
 
 if TYPE_CHECKING:
@@ -39,9 +42,6 @@ __all__ = ["FailedBlock", "LayerStream", "StreamingVolume"]
 logger = logging.getLogger(__name__)
 
 _tokens = itertools.count(1)
-
-PIN_SHARE_DIVISOR = 4
-"""A layer pins at most a quarter of the budget, so three big layers still leave room."""
 
 Region = tuple["Index3", "Index3"]
 
@@ -168,12 +168,7 @@ def _region_text(start: Index3, stop: Index3) -> str:
     return ",".join(f"{a}:{b}" for a, b in zip(start, stop, strict=True))
 
 
-def _center(start: Index3, stop: Index3, factor: Index3) -> np.ndarray:
-    """Centre of a display region in level-0 display voxels."""
-    return np.array([(a + b) / 2 * max(f, 1) for a, b, f in zip(start, stop, factor, strict=True)])
-
-
-class LayerStream:
+class LayerStream(WishLists):
     """The streaming state of one layer: its levels, what it shows, and what it wants.
 
     Parameters
@@ -189,7 +184,13 @@ class LayerStream:
         self.current_level: Callable[[], int] | None = None
         """Tells which level the viewer shows; reads of other levels are thumbnails."""
         self._lock = threading.Lock()
+        self._plan_lock = threading.RLock()
+        """Held while the wish lists change and go to the scheduler (planner or caller)."""
+        self.planner: Planner | None = None
+        """Where wish lists are planned (the viewer's); ``None``: on the reading thread."""
         self._dirty = False
+        self._thumb_dirty = False
+        self._thumb_memo: tuple[tuple[int, Index3, Index3], int, np.ndarray] | None = None
         self._main: tuple[int, Index3, Index3] | None = None
         self._thumb: tuple[int, Index3, Index3] | None = None
         self._motion = np.zeros(3)
@@ -207,16 +208,13 @@ class LayerStream:
 
     def reopen(self) -> None:
         """Stream again after :meth:`close` (the layer was added back to a viewer)."""
-        self._main = self._thumb = None
-        self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
-        self._hint_jobs = {}
-        self._scheduler.listen(self, self._arrived)
-        self.streaming = True
+        with self._plan_lock:
+            self._main = self._thumb = self._thumb_memo = None
+            self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
+            self._hint_jobs = {}
+            self._scheduler.listen(self, self._arrived)
+            self.streaming = True
         self.mark_dirty()
-
-    @property
-    def _scheduler(self) -> FetchScheduler:
-        return self.volume.service.scheduler
 
     def levels(self) -> list[StreamingLevel]:
         """One lazy array per level, finest first (napari's multiscale data)."""
@@ -226,7 +224,7 @@ class LayerStream:
 
     # -- what the bridge polls ---------------------------------------------------------
     def take_dirty(self) -> bool:
-        """Whether a chunk this layer wants arrived (or failed) since the last call."""
+        """Whether a chunk of the view arrived (or failed) since the last call."""
         with self._lock:
             dirty, self._dirty = self._dirty, False
             return dirty
@@ -235,17 +233,34 @@ class LayerStream:
         """Whether a redraw is pending, without clearing it."""
         return self._dirty
 
+    def take_thumbnail_dirty(self) -> bool:
+        """Whether a chunk only the layer's thumbnail shows arrived since the last call.
+
+        Such a chunk changes nothing on the canvas: it is worth a new thumbnail, not a
+        redraw.
+        """
+        with self._lock:
+            dirty, self._thumb_dirty = self._thumb_dirty, False
+            return dirty
+
+    def peek_thumbnail_dirty(self) -> bool:
+        """Whether a thumbnail update is pending, without clearing it."""
+        return self._thumb_dirty
+
     def mark_dirty(self) -> None:
         """Ask for a redraw (after an invalidation or a settings change)."""
         with self._lock:
             self._dirty = True
 
     def _arrived(self, key: ChunkKey) -> None:
-        if key in self._main_jobs or key in self._thumb_jobs:  # prefetch changes nothing drawn
+        if key in self._main_jobs:  # prefetch changes nothing drawn
             with self._lock:
                 self._dirty = True
                 if key not in self.volume.service.cache:  # it failed: show that at once
                     self._failed_unseen = True
+        elif key in self._thumb_jobs:  # only the layer list's thumbnail shows it
+            with self._lock:
+                self._thumb_dirty = True
 
     def failed_unseen(self) -> bool:
         """Whether a chunk of the view failed since the view was last drawn."""
@@ -316,17 +331,20 @@ class LayerStream:
 
     def pause(self) -> None:
         """Stop fetching for this layer (hidden); its next read asks again."""
-        self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
-        self._hint_jobs = {}
-        self._main = self._thumb = None
-        self._scheduler.submit(self, ())
-        self.volume.service.cache.unpin(self)
+        with self._plan_lock:
+            self._main_jobs, self._thumb_jobs, self._prefetch_jobs = {}, {}, {}
+            self._hint_jobs = {}
+            self._main = self._thumb = None
+            self._scheduler.submit(self, ())
+            self.volume.service.cache.unpin(self)
 
     def close(self) -> None:
         """Stop wanting anything and release pins (the layer is gone)."""
-        self._scheduler.forget(self)
-        self.volume.service.cache.unpin(self)
-        self.streaming = False
+        with self._plan_lock:
+            self.streaming = False
+            self.planner = None
+            self._scheduler.forget(self)
+            self.volume.service.cache.unpin(self)
 
     # -- reads ---------------------------------------------------------------------------
     def read(self, level: int, start: Index3, stop: Index3, *, probe: bool = False) -> np.ndarray:
@@ -343,20 +361,34 @@ class LayerStream:
         thumbnail = self.current_level is not None and level != self.current_level()
         if not (probe or thumbnail):
             self._failed_unseen = False  # failures from here on are drawn by a later read
+        version = vol.service.cache.version(vol.token, level)
+        memo = self._thumb_memo if thumbnail and not probe else None
+        if memo is not None and memo[:2] == ((level, start, stop), version):
+            return memo[2]  # napari slices the thumbnail level on every refresh
+        cache, token, used = vol.service.cache, vol.token, []
+
+        def lookup(lv: int, block: Index3) -> np.ndarray | None:
+            key = ChunkKey(token, lv, block)
+            chunk = cache.peek(key)
+            if chunk is not None:
+                used.append(key)
+            return chunk
+
         out, missing, uncovered = compose_region(
-            vol.levels, level, start, stop, lookup=vol.lookup, dtype=vol.dtype, fill=vol.fill_value
+            vol.levels, level, start, stop, lookup=lookup, dtype=vol.dtype, fill=vol.fill_value
         )
+        cache.touch(used)  # one lock for the whole region, not one per block
         self._hatch_failures(out, level, start, missing)
         if probe:
             return out
+        if thumbnail and not missing:  # complete: valid until a block of its level changes
+            out.flags.writeable = False
+            self._thumb_memo = ((level, start, stop), version, out)
         if not thumbnail:
             self._sharp = not missing
             self._uncovered_shown = bool(uncovered)
             self.last_read = time.monotonic()
         self._update_wishes(level, start, stop, missing, uncovered, thumbnail=thumbnail)
-        cache = vol.service.cache
-        if any(vol.key(level, b) in cache for b in missing):
-            self.mark_dirty()  # arrived while this view was composed: draw it next tick
         return out
 
     def read_blocking(self, level: int, start: Index3, stop: Index3) -> np.ndarray:
@@ -392,200 +424,3 @@ class LayerStream:
             if vol.service.scheduler.failure(vol.key(level, block)) is not None:
                 b_start, b_stop = vol.levels[level].block_display_bounds(block)
                 hatch(out, start, b_start, b_stop, low=low, high=high)
-
-    # -- wish lists ----------------------------------------------------------------------
-    def _update_wishes(
-        self,
-        level: int,
-        start: Index3,
-        stop: Index3,
-        missing: list[Index3],
-        uncovered: list[Index3],
-        *,
-        thumbnail: bool,
-    ) -> None:
-        vol = self.volume
-        region = (level, start, stop)
-        if region == (self._thumb if thumbnail else self._main):
-            # A redraw of the same view (chunks arrived): keep the job objects, drop the
-            # arrived ones. Rebuilding them on every redraw fed Python's full garbage
-            # collections (~100 ms pauses on the main thread in a napari process).
-            cache = vol.service.cache
-            if thumbnail:
-                self._thumb_jobs = {k: j for k, j in self._thumb_jobs.items() if k not in cache}
-            else:  # previews are only worth fetching while sharp data is missing
-                self._main_jobs = {
-                    k: j
-                    for k, j in self._main_jobs.items()
-                    if k not in cache and (missing or k.level == level)
-                }
-                # blocks that left the cache since (evicted, invalidated) are asked again
-                lost = [b for b in missing if vol.key(level, b) not in self._main_jobs]
-                if lost:
-                    centre = _center(start, stop, vol.levels[level].factor)
-                    self._main_jobs.update(self._jobs(level, lost, Tier.VISIBLE, centre))
-            self._submit()
-            return
-        geom = vol.levels[level]
-        centre = _center(start, stop, geom.factor)
-        if thumbnail:
-            self._thumb = (level, start, stop)
-            self._thumb_jobs = self._jobs(level, missing, Tier.PREFETCH, centre)
-        else:
-            previous = self._main
-            self._main = (level, start, stop)
-            if previous is not None and previous != self._main:
-                old = _center(previous[1], previous[2], vol.levels[previous[0]].factor)
-                self._motion = centre - old
-            if previous != self._main:
-                self._prefetch_jobs = {}
-            self._main_jobs = self._jobs(level, missing, Tier.VISIBLE, centre)
-            if uncovered:  # nothing coarser is cached there: fetch a quick preview first
-                self._main_jobs.update(self._preview_jobs(level, uncovered, centre))
-            self._pin(level, start, stop)
-        self._submit()
-
-    def settle(self) -> None:
-        """The view stopped moving: also fetch neighbouring z-planes and ahead of the motion."""
-        if self._main is None or not self.streaming:
-            return
-        level, start, stop = self._main
-        centre = _center(start, stop, self.volume.levels[level].factor)
-        self._prefetch_jobs = self._prefetch(level, start, stop, centre)
-        self._submit()
-
-    def hint(self, regions: list[tuple[Index3, Index3]], level: int | None = None) -> int:
-        """Prefetch display regions of ``level`` where the user is expected to go next.
-
-        The regions (e.g. the views around the next synapses of a review) are fetched at
-        prefetch priority, the first region first, and replace the previous hint.
-
-        Parameters
-        ----------
-        regions : list of (start, stop)
-            Display index regions of ``level``, most urgent first.
-        level : int, optional
-            The level to fetch (default: the level shown).
-
-        Returns
-        -------
-        int
-            How many blocks were not cached and are now wanted.
-        """
-        if not self.streaming:
-            return 0
-        if level is None:
-            level = self._main[0] if self._main is not None else 0
-        jobs: dict[ChunkKey, FetchJob] = {}
-        geom = self.volume.levels[level]
-        for rank, (start, stop) in enumerate(regions):
-            blocks = [
-                b
-                for b in self._uncached(level, start, stop)
-                if self.volume.key(level, b) not in jobs
-            ]
-            distances = _distances(geom, blocks, _center(start, stop, geom.factor))
-            for block, distance in zip(blocks, distances.tolist(), strict=True):
-                priority = Priority(
-                    Tier.PREFETCH, -level, HINT_RANK_DISTANCE * (rank + 1) + distance
-                )
-                job = self.volume.job(level, block, priority)
-                jobs[job.key] = job
-        self._hint_jobs = jobs
-        self._submit()
-        return len(jobs)
-
-    def _submit(self) -> None:
-        cache = self.volume.service.cache
-        jobs = {**self._hint_jobs, **self._prefetch_jobs, **self._thumb_jobs, **self._main_jobs}
-        self._scheduler.submit(self, (job for key, job in jobs.items() if key not in cache))
-
-    def _jobs(
-        self, level: int, blocks: list[Index3], tier: Tier, centre: np.ndarray
-    ) -> dict[ChunkKey, FetchJob]:
-        vol = self.volume
-        distances = _distances(vol.levels[level], blocks, centre)
-        jobs = {}
-        for block, distance in zip(blocks, distances.tolist(), strict=True):
-            job = vol.job(level, block, Priority(tier, -level, distance))
-            jobs[job.key] = job
-        return jobs
-
-    def _uncached(self, level: int, start: Index3, stop: Index3) -> list[Index3]:
-        cache = self.volume.service.cache
-        return [
-            b
-            for b in self.volume.levels[level].blocks_for(start, stop)
-            if self.volume.key(level, b) not in cache
-        ]
-
-    def _preview_jobs(
-        self, level: int, blocks: list[Index3], centre: np.ndarray
-    ) -> dict[ChunkKey, FetchJob]:
-        """Blocks of a coarser level covering ``blocks``, fetched first for a quick preview."""
-        vol = self.volume
-        step = vol.service.settings.preview_levels
-        target = min(level + step, len(vol.levels) - 1)
-        here, coarse = vol.levels[level], vol.levels[target]
-        if target == level or not (here.aligned and coarse.aligned):
-            return {}
-        ratio = [c // max(h, 1) for c, h in zip(coarse.factor, here.factor, strict=True)]
-        corners = np.array([here.block_display_bounds(b) for b in blocks])  # (n, 2, 3)
-        start, stop = corners[:, 0].min(axis=0), corners[:, 1].max(axis=0)
-        c_start = tuple(int(a) // r for a, r in zip(start, ratio, strict=True))
-        c_stop = tuple(-(-int(b) // r) for b, r in zip(stop, ratio, strict=True))
-        return self._jobs(target, self._uncached(target, c_start, c_stop), Tier.VISIBLE, centre)  # type: ignore[arg-type]
-
-    def _prefetch(
-        self, level: int, start: Index3, stop: Index3, centre: np.ndarray
-    ) -> dict[ChunkKey, FetchJob]:
-        """Neighbouring z-planes and the region one move further along the motion."""
-        vol = self.volume
-        if not vol.service.settings.prefetch:
-            return {}
-        geom = vol.levels[level]
-        bz = geom.block[0]
-        regions = [
-            ((start[0] - bz, start[1], start[2]), (start[0], stop[1], stop[2])),
-            ((stop[0], start[1], start[2]), (stop[0] + bz, stop[1], stop[2])),
-        ]
-        step = self._motion / np.maximum(np.array(geom.factor), 1)
-        if np.any(np.abs(step) >= 1):
-            shift = [round(float(s)) for s in step]
-            regions.append(
-                (
-                    tuple(a + s for a, s in zip(start, shift, strict=True)),
-                    tuple(b + s for b, s in zip(stop, shift, strict=True)),
-                )
-            )
-        jobs: dict[ChunkKey, FetchJob] = {}
-        for r_start, r_stop in regions:
-            blocks = self._uncached(level, r_start, r_stop)  # type: ignore[arg-type]
-            jobs.update(self._jobs(level, blocks, Tier.PREFETCH, centre))
-        return jobs
-
-    def _pin(self, level: int, start: Index3, stop: Index3) -> None:
-        vol = self.volume
-        geom = vol.levels[level]
-        blocks = geom.blocks_for(start, stop)
-        budget_share = vol.service.cache.budget // PIN_SHARE_DIVISOR
-        most = budget_share // max(math.prod(geom.block) * vol.dtype.itemsize, 1)
-        if len(blocks) > most:  # never pin more than a share of the budget: the central ones
-            order = np.argsort(_distances(geom, blocks, _center(start, stop, geom.factor)))
-            blocks = [blocks[i] for i in order[:most]]
-        vol.service.cache.pin(self, [vol.key(level, b) for b in blocks])
-
-
-HINT_RANK_DISTANCE = 1e9
-"""Hinted regions are fetched in order: each rank lies farther than any block distance."""
-
-
-def _distances(geom: LevelGeometry, blocks: list[Index3], centre: np.ndarray) -> np.ndarray:
-    """Distance of each block's centre to ``centre``, in level-0 display voxels."""
-    if not blocks:
-        return np.zeros(0)
-    size = np.asarray(geom.block)
-    middle = (np.asarray(blocks) * size + size / 2 + np.asarray(geom.shift)) * np.maximum(
-        np.asarray(geom.factor), 1
-    )
-    return np.linalg.norm(middle - centre, axis=1)

@@ -2,13 +2,16 @@
 
 Worker threads never touch Qt or napari: they fill the cache and raise a flag on the
 layer's :class:`~napari_connecto.cache.LayerStream`. A ``QTimer`` on the main thread
-polls those flags, refreshing each changed layer at most once per tick (16 ms), updates
-the outline of failed chunks and the statistics. Every refresh costs a whole frame on
-the main thread, so while a view loads it is redrawn when its coarse preview is complete,
-when a chunk of it failed and when it is sharp, and otherwise only now and then. View
-changes (camera centre and zoom, dims, canvas size, 2D/3D) are debounced with a second
-``QTimer``; when the view settles the layers prefetch around it, and in 3D each streamed
-layer is pinned to the finest level that fits.
+polls those flags, refreshing each changed layer at most once per tick (16 ms): however
+many chunks arrived since, one refresh. It also updates the outline of failed chunks.
+Every refresh costs a whole frame on the main thread, so while a view loads it is redrawn
+when its coarse preview is complete, when a chunk of it failed and when it is sharp, and
+otherwise only now and then; chunks only the layer list's thumbnail shows update the
+thumbnail (at most once a second) without redrawing the canvas. The layers' wish lists
+are planned on the service's planner thread, so the main thread only composes what is
+cached. View changes (camera centre and zoom, dims, canvas size, 2D/3D) are debounced
+with a second ``QTimer``; when the view settles the layers prefetch around it, and in 3D
+each streamed layer is pinned to the finest level that fits.
 """
 
 from __future__ import annotations
@@ -187,6 +190,7 @@ class StreamingController:
         if not stream.streaming:
             stream.reopen()
         stream.current_level = current_level
+        stream.planner = self.service.planner  # wish lists are planned off the main thread
         layer.events.visible.connect(visibility_changed)
         layer.events.data.connect(data_changed)
         self._layers[id(layer)] = (ref, stream)
@@ -201,6 +205,12 @@ class StreamingController:
         refreshed = False
         for layer, stream in self.streams():
             if not stream.peek_dirty():
+                if thumbnails and stream.peek_thumbnail_dirty():
+                    # only the layer list's thumbnail changed: slice it anew, but leave
+                    # the canvas alone (a redraw costs a whole frame)
+                    stream.take_thumbnail_dirty()
+                    layer.refresh(data_displayed=False, extent=False, highlight=False)
+                    refreshed = True
                 continue
             complete = stream.complete()
             if not (complete or stream.preview_ready() or stream.failed_unseen()):
@@ -220,6 +230,8 @@ class StreamingController:
             started = time.monotonic()
             # thumbnails repaint the layer list: only once nothing more is on its way
             final = complete or self.service.scheduler.idle()
+            if thumbnails and final:
+                stream.take_thumbnail_dirty()  # this refresh shows the thumbnail too
             layer.refresh(thumbnail=thumbnails and final, extent=False, highlight=False)
             done = time.monotonic()
             self._refresh_cost[id(layer)] = done - started
@@ -391,9 +403,13 @@ class StreamingController:
 
     def settled(self) -> bool:
         """Whether every wanted chunk has arrived or failed for good and every layer is drawn."""
-        if self._settle.isActive() or not self.service.scheduler.idle():
+        if self._settle.isActive() or not self.service.planner.idle():
             return False
-        return not any(stream.peek_dirty() for _, stream in self.streams())
+        if not self.service.scheduler.idle():
+            return False
+        return not any(
+            stream.peek_dirty() or stream.peek_thumbnail_dirty() for _, stream in self.streams()
+        )
 
     def close(self) -> None:
         """Stop refreshing and release every stream."""

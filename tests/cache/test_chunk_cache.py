@@ -193,6 +193,35 @@ def test_discard_and_discard_where() -> None:
     assert cache.nbytes == 30
 
 
+def test_peek_leaves_the_lru_order_and_touch_updates_it() -> None:
+    cache = ChunkCache(budget=30)
+    for i in range(3):
+        cache.put(key(i), chunk(10))
+    assert cache.peek(key(0)) is not None and cache.peek(key(9)) is None
+    cache.put(key(3), chunk(10))  # key 0 is still the least recently used
+    assert held(cache) == {1, 2, 3}
+    cache.touch([key(1), key(9)])  # absent keys are ignored
+    cache.put(key(4), chunk(10))
+    assert held(cache) == {1, 3, 4}
+
+
+def test_version_changes_when_a_chunk_of_that_level_comes_or_goes() -> None:
+    cache = ChunkCache(budget=30)
+    assert cache.version(1, 0) == 0
+    cache.put(key(0), chunk(10))
+    stored = cache.version(1, 0)
+    assert stored != 0
+    cache.get(key(0))  # reading changes nothing
+    cache.put(key(1, level=2), chunk(10))  # another level
+    cache.put(key(2, volume=7), chunk(10))  # another volume
+    assert cache.version(1, 0) == stored
+    cache.put(key(3), chunk(10))  # evicts key 0: both change it
+    after_eviction = cache.version(1, 0)
+    assert after_eviction != stored
+    cache.discard([key(3)])
+    assert cache.version(1, 0) != after_eviction
+
+
 def test_concurrent_puts_and_pins_respect_budget() -> None:
     cache = ChunkCache(500)
     errors: list[BaseException] = []

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from napari_connecto.cache import (
-    CacheSettings,
     LayerStream,
     StreamingLevel,
     StreamingService,
@@ -57,29 +56,6 @@ class GatedBackend(LatencyBackend):
     def wait_started(self, n: int) -> None:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.started) >= n, WAIT), self.started
-
-
-@pytest.fixture
-def make_service() -> Iterator[Callable[..., StreamingService]]:
-    made: list[StreamingService] = []
-
-    def make(budget: int = 4 * 2**20, workers: int = 4, **kwargs) -> StreamingService:
-        service = StreamingService(CacheSettings(budget_bytes=budget, workers=workers, **kwargs))
-        made.append(service)
-        return service
-
-    yield make
-    for service in made:
-        service.close()
-
-
-@pytest.fixture
-def gates() -> Iterator[list[threading.Event]]:
-    """Gates to open at teardown, so a failing test never leaves workers parked."""
-    events: list[threading.Event] = []
-    yield events
-    for event in events:
-        event.set()
 
 
 def open_stream(

@@ -202,6 +202,110 @@ def wait_until_loaded_or_blocked(viewer, controller, timeout=10.0):
     return False
 
 
+def _count_canvas_updates(layer):
+    """How often the layer hands new data to the canvas (each one costs a redraw)."""
+    count = [0]
+    layer.events.set_data.connect(lambda event=None: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def test_chunks_arriving_within_one_frame_are_drawn_with_one_redraw(make_napari_viewer):
+    backend = _backend(cls=GatedBackend)
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, backend)
+    _look_at(viewer, 2, 1024, 1024, zoom=0.5)
+    assert layer.data_level == 0
+    stream = stream_of(layer)
+    assert wait_until_loaded_or_blocked(viewer, controller)  # the preview is on screen
+    assert not stream.sharp
+    fine = {b for lv, b in _wanted(stream) if lv == 0}
+    assert len(fine) > 4, "the view should need several fine chunks"
+    updates, refreshes = _count_canvas_updates(layer), controller.refresh_count
+    # Every fine chunk arrives while the main thread is busy (no event processed).
+    backend.open_fine.set()
+    assert controller.service.scheduler.wait_idle(20)
+    _process_until(lambda: stream.sharp and controller.settled())
+    _process_until(lambda: False, timeout=0.3)  # nothing more is drawn afterwards
+    assert stream.sharp
+    assert updates[0] == 1, f"{updates[0]} redraws for one batch of chunks"
+    assert controller.refresh_count - refreshes == 1
+    controller.close()
+
+
+def _wanted(stream):
+    level, start, stop = stream.shown
+    return [(level, b) for b in stream.volume.levels[level].blocks_for(start, stop)]
+
+
+class ThumbnailGatedBackend(LatencyBackend):
+    """Reads of the coarsest level (the layer list's thumbnail) wait for ``open``."""
+
+    def __init__(self, inner, latency=0.0):
+        super().__init__(inner, latency)
+        self.open = threading.Event()
+
+    def read(self, scale, start, stop):
+        if scale == LEVELS - 1:
+            assert self.open.wait(20), "thumbnail level never released"
+        return super().read(scale, start, stop)
+
+
+def test_thumbnail_chunks_update_the_thumbnail_without_a_redraw(make_napari_viewer):
+    backend = _backend(cls=ThumbnailGatedBackend)
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, backend)
+    _look_at(viewer, 2, 1024, 1024, zoom=0.5)
+    stream = stream_of(layer)
+    _process_until(lambda: stream.sharp and not stream.peek_dirty())
+    _process_until(lambda: False, timeout=0.3)
+    assert stream.sharp, "the view did not load while the thumbnail level was held back"
+    before = np.array(layer.thumbnail)
+    updates, refreshes = _count_canvas_updates(layer), controller.refresh_count
+    backend.open.set()
+    _process_until(lambda: not np.array_equal(layer.thumbnail, before))
+    assert not np.array_equal(layer.thumbnail, before), "the thumbnail never showed the data"
+    assert updates[0] == 0, "the canvas was redrawn for chunks only the thumbnail shows"
+    assert controller.refresh_count == refreshes
+    controller.close()
+
+
+def test_an_open_status_panel_does_not_repaint_while_nothing_changes(
+    make_napari_viewer, monkeypatch
+):
+    """Each repaint recomposes the whole window (tens of ms under software GL)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    from napari_connecto._qt.cache_status import CacheStatusWidget
+    from napari_connecto.cache import scheduler
+
+    monkeypatch.setattr(scheduler, "RETRY_DELAYS", (0.05,))
+    backend = _backend()
+    backend.fail = lambda scale, start, stop: scale == 0  # stays failed (retries fail too)
+    viewer = make_napari_viewer(show=True)
+    controller, layer = _add(viewer, backend)
+    panel = CacheStatusWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Streaming status")
+    _look_at(viewer, 2, 1024, 1024, zoom=0.5)
+    _process_until(lambda: panel.isVisible() and controller.status().failed > 0)
+    _process_until(controller.service.scheduler.idle)  # retries used up
+    _process_until(lambda: False, timeout=0.5)
+    label = panel.count_labels["failed"]
+    assert int(label.text().replace(",", "")) > 0
+    paints = []
+
+    class PaintCounter(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Paint:
+                paints.append(obj)
+            return False
+
+    counter = PaintCounter()
+    label.installEventFilter(counter)
+    _process_until(lambda: False, timeout=1.2)  # several polls of the panel
+    assert paints == [], f"the unchanged failed count was repainted {len(paints)} times"
+    controller.close()
+
+
 def test_failed_chunk_is_shown_as_failed_and_recovers_on_retry(make_napari_viewer):
     backend = _backend()
     bad = (2, 1024, 1024)  # a voxel of level 0 whose chunk fails
