@@ -23,12 +23,23 @@ slice of the step, i.e. the step itself). The lower bound is fetching exactly th
 chunks of that level from a fresh backend with the same latency and worker count
 (``ThreadPoolExecutor``), measured in the same run once the viewer is idle.
 
+Where the main thread's time goes is booked by a :class:`Ledger` (time hooks on the main
+thread, exclusive of nested hooks): connecto's own code (its reads, refresh ticks, view
+settling), napari's slicing and layer refresh (for the native path this includes its dask
+reads), vispy's scene draw, Qt's composition of the window (the top-level window's
+``UpdateRequest`` minus the GL paint; with software GL mostly waiting on the rasteriser
+and the X server, see its CPU share), garbage collection, and the rest (event dispatch,
+camera and dims events, the benchmark's heartbeat). Each step's blocking window (the
+synchronous move, or the longest heartbeat gap after it, whichever counts) is split into
+these parts; connecto's own main-thread time is also summed over the whole step.
+
 Run: ``python bench/pan.py [--steps 48] [--latency 0,50] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import shutil
@@ -38,29 +49,42 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SHAPE = (64, 32768, 32768)
-"""Level-0 shape, z y x (64 GiB of uint8 declared, nothing stored)."""
-LEVELS = 8
-CHUNK = (4, 128, 128)
-"""Chunk of every level: 64 KiB; a z step of 1..4 crosses a chunk boundary 1/4..all of the time."""
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from _pan_measure import (
+    CHUNK,
+    HEARTBEAT_MS,
+    LEDGER,
+    LEVELS,
+    PARTS,
+    SHAPE,
+    Pulse,
+    Run,
+    Step,
+    blocks_of,
+    chunk_region,
+)
+from _pan_report import (
+    plot,
+    print_run,
+    print_steps,
+    print_table,
+    summarize,
+)
+
 RESOLUTION = (40.0, 4.0, 4.0)
 ZOOM0 = 0.2
 """Camera zoom (screen px per nm) of the finest view: 1.25 level-0 voxels per screen pixel."""
 ZOOM_STEPS = 3
 """Zoom range: ZOOM0 / 2**k for k in 0..ZOOM_STEPS (levels 0..3)."""
-HEARTBEAT_MS = 1
 DWELL_S = 0.25
 """Least time spent at each view that is waited for (lets the debounced prefetch run)."""
 SHARP_TIMEOUT_S = 20.0
-TARGET_MAIN_MS = 16.0
-TARGET_RATIO = 1.25
-TARGET_PEAK = 1.05
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -173,85 +197,6 @@ def start_view() -> View:
     return View(SHAPE[1] * RESOLUTION[1] / 2, SHAPE[2] * RESOLUTION[2] / 2, ZOOM0, SHAPE[0] // 2)
 
 
-# -- measurement ---------------------------------------------------------------------------
-@dataclass(slots=True)
-class Step:
-    """What one move cost."""
-
-    index: int
-    kind: str
-    burst: bool
-    sync_s: float
-    stall_s: float = 0.0
-    sharp_s: float = math.nan
-    level: int = -1
-    blocks: frozenset[tuple[int, tuple[int, int, int]]] = frozenset()
-    refreshes: int = 0
-    lower_s: float = math.nan
-    work_s: float = math.nan
-    """connecto only: main-thread time inside its own slicing (compose + wish lists)."""
-
-    @property
-    def blocking_s(self) -> float:
-        return max(self.sync_s, self.stall_s)
-
-
-@dataclass(slots=True)
-class Run:
-    """One path at one latency."""
-
-    path: str
-    latency_ms: float
-    steps: list[Step] = field(default_factory=list)
-    bytes_read: int = 0
-    reads: int = 0
-    main_thread_reads: int = 0
-    peak_bytes: int = 0
-    budget: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Pulse:
-    """A 1 ms QTimer heartbeat: runs the Qt event loop and records the longest gap."""
-
-    def __init__(self, interval_ms: int = HEARTBEAT_MS) -> None:
-        from qtpy.QtCore import QEventLoop, Qt, QTimer
-
-        self.interval = interval_ms / 1000
-        self._timer = QTimer()
-        self._timer.setTimerType(Qt.PreciseTimer)
-        self._timer.setInterval(interval_ms)
-        self._timer.timeout.connect(self._beat)
-        self._loop = QEventLoop()
-        self._done: Callable[[], bool] = lambda: True
-        self._t0 = self._last = self._min = self._timeout = 0.0
-        self.max_gap = 0.0
-        self.done_at: float | None = None
-
-    def run(self, t0: float, done: Callable[[], bool], min_s: float, timeout_s: float) -> None:
-        """Process events until ``done()`` (and ``min_s`` after ``t0``) or ``timeout_s``."""
-        self._t0, self._done, self._min, self._timeout = t0, done, min_s, timeout_s
-        self.max_gap, self.done_at = 0.0, None
-        self._last = time.perf_counter()
-        self._timer.start()
-        self._loop.exec()
-        self._timer.stop()
-
-    @property
-    def stall(self) -> float:
-        return max(0.0, self.max_gap - self.interval)
-
-    def _beat(self) -> None:
-        now = time.perf_counter()
-        self.max_gap = max(self.max_gap, now - self._last)
-        self._last = now
-        if self.done_at is None and self._done():
-            self.done_at = now
-        elapsed = now - self._t0
-        if (self.done_at is not None and elapsed >= self._min) or elapsed > self._timeout:
-            self._loop.quit()
-
-
 def apply_view(viewer: Any, old: View | None, new: View) -> None:
     camera = viewer.scene.camera
     if old is None or (old.cy, old.cx) != (new.cy, new.cx):
@@ -260,37 +205,6 @@ def apply_view(viewer: Any, old: View | None, new: View) -> None:
         camera.zoom = new.zoom
     if old is None or old.z != new.z:
         viewer.dims.set_current_step(0, new.z)
-
-
-def level_shape(level: int) -> tuple[int, int, int]:
-    return (SHAPE[0], -(-SHAPE[1] // 2**level), -(-SHAPE[2] // 2**level))
-
-
-def blocks_of(level: int, start: tuple[int, ...], stop: tuple[int, ...]) -> frozenset:
-    """Chunks of ``level`` overlapping ``[start, stop)`` (level voxels, z y x)."""
-    shape = level_shape(level)
-    ranges = []
-    for a, b, c, n in zip(start, stop, CHUNK, shape, strict=True):
-        lo, hi = max(a, 0), min(b, n)
-        if hi <= lo:
-            return frozenset()
-        ranges.append(range(lo // c, (hi - 1) // c + 1))
-    return frozenset((level, (z, y, x)) for z in ranges[0] for y in ranges[1] for x in ranges[2])
-
-
-def chunk_region(level: int, block: tuple[int, int, int]) -> tuple[tuple, tuple]:
-    shape = level_shape(level)
-    start = tuple(b * c for b, c in zip(block, CHUNK, strict=True))
-    stop = tuple(min(a + c, n) for a, c, n in zip(start, CHUNK, shape, strict=True))
-    return start, stop
-
-
-def chunk_bytes(blocks: frozenset) -> int:
-    total = 0
-    for level, block in blocks:
-        start, stop = chunk_region(level, block)
-        total += math.prod(b - a for a, b in zip(start, stop, strict=True))
-    return total
 
 
 def napari_region(layer: Any, viewer: Any) -> tuple[int, tuple, tuple]:
@@ -324,17 +238,6 @@ class ConnectoPath:
         meta.pop("units", None)
         self.layer = viewer.add_image(data, **meta)
         self.stream = stream_of(self.layer)
-        self.work = 0.0
-        read = self.stream.read
-
-        def timed_read(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return read(*args, **kwargs)
-            finally:
-                self.work += time.perf_counter() - t
-
-        self.stream.read = timed_read  # type: ignore[method-assign]
 
     def is_sharp(self) -> bool:
         shown = self.stream.shown
@@ -432,7 +335,6 @@ def drive(viewer: Any, path: Any, moves: list[Move], first: View, pulse: Pulse) 
     previous = first
     for i, move in enumerate(moves):
         refreshes = path.refreshes()
-        work = getattr(path, "work", math.nan)
         t0 = time.perf_counter()
         apply_view(viewer, previous, move.view)
         QApplication.processEvents()
@@ -441,9 +343,14 @@ def drive(viewer: Any, path: Any, moves: list[Move], first: View, pulse: Pulse) 
         step = Step(i, move.kind, move.burst, t1 - t0)
         steps.append(step)
         if move.burst:
+            step.work_s, step.work_cpu_s = LEDGER.total("connecto", t0, t1)
+            step.parts, step.compose_cpu_s = LEDGER.window(t0, t1)
             continue
         pulse.run(t0, path.is_sharp, DWELL_S, SHARP_TIMEOUT_S)
         step.stall_s = pulse.stall
+        step.work_s, step.work_cpu_s = LEDGER.total("connecto", t0, time.perf_counter())
+        window = (t0, t1) if step.sync_s >= step.stall_s else pulse.gap_window
+        step.parts, step.compose_cpu_s = LEDGER.window(*window)
         if isinstance(path, NativePath):
             step.sharp_s = max(t1, path.last_slice) - t0
         elif pulse.done_at is not None:
@@ -451,7 +358,6 @@ def drive(viewer: Any, path: Any, moves: list[Move], first: View, pulse: Pulse) 
         step.blocks = path.visible_blocks()
         step.level = int(path.layer.data_level)
         step.refreshes = path.refreshes() - refreshes
-        step.work_s = getattr(path, "work", math.nan) - work
     return steps
 
 
@@ -460,15 +366,16 @@ def measure_floors(viewer: Any, layer: Any) -> dict[str, float]:
     from qtpy.QtWidgets import QApplication
 
     camera = viewer.scene.camera
-    draws, refreshes = [], []
+    draws, refreshes, split = [], [], []
     for i in range(16):
         if i == 4:  # the first redraws warm up (shaders, caches)
-            draws, refreshes = [], []
+            draws, refreshes, split = [], [], []
         cy, cx = camera.center[-2:]
         t0 = time.perf_counter()
         camera.center = (cy, cx + (0.01 if i % 2 else -0.01))
         QApplication.processEvents()
         draws.append(time.perf_counter() - t0)
+        split.append(LEDGER.window(t0, time.perf_counter())[0])
         t0 = time.perf_counter()
         layer.refresh(thumbnail=False, extent=False, highlight=False)
         QApplication.processEvents()
@@ -476,6 +383,7 @@ def measure_floors(viewer: Any, layer: Any) -> dict[str, float]:
     return {
         "draw_ms": 1000 * statistics.median(draws),
         "refresh_ms": 1000 * statistics.median(refreshes),
+        **{f"draw_{p}_ms": 1000 * statistics.median(d[p] for d in split) for p in PARTS},
     }
 
 
@@ -502,6 +410,7 @@ def one_run(viewer: Any, kind: str, latency_ms: float, moves: list[Move], args: 
     from napari_connecto.cache.service import default_service
 
     service = default_service()
+    LEDGER.records.clear()
     dask_cache = resize_dask_cache(args.budget_mib * 2**20)
     dask_cache.cache.clear()
     backend = new_backend(latency_ms, args.workers)
@@ -540,135 +449,6 @@ def one_run(viewer: Any, kind: str, latency_ms: float, moves: list[Move], args: 
     process_for(0.1)
     lower_bounds(run, args.workers)
     return run
-
-
-# -- report --------------------------------------------------------------------------------
-def _pct(values: list[float], q: float) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.percentile(values, q)) if values else math.nan
-
-
-def summarize(run: Run) -> dict[str, float]:
-    main = [1000 * s.blocking_s for s in run.steps]
-    waited = [s for s in run.steps if not s.burst]
-    sharp = [1000 * s.sharp_s for s in waited]
-    lower = [1000 * s.lower_s for s in waited]
-    ratio = [s.sharp_s / s.lower_s for s in waited if s.lower_s > 0 and not math.isnan(s.sharp_s)]
-    by_kind = {}
-    for kind in ("pan", "zoom", "z"):
-        picked = [s.sharp_s / s.lower_s for s in waited
-                  if s.kind == kind and s.lower_s > 0 and not math.isnan(s.sharp_s)]  # fmt: skip
-        by_kind[f"ratio_{kind}"] = _pct(picked, 50)
-    picked = [s.sharp_s / s.lower_s for s in waited if s.kind.startswith("burst") and s.lower_s > 0]
-    by_kind["ratio_burst"] = _pct(picked, 50)
-    work = [1000 * s.work_s for s in waited]
-    needed = sum(chunk_bytes(s.blocks) for s in waited)
-    union = frozenset().union(*(s.blocks for s in waited))
-    return {
-        "main_med": _pct(main, 50), "main_p99": _pct(main, 99), "main_max": max(main),
-        "sync_max": 1000 * max(s.sync_s for s in run.steps),
-        "stall_max": 1000 * max(s.stall_s for s in run.steps),
-        "over16": sum(m > TARGET_MAIN_MS for m in main),
-        "work_med": _pct(work, 50), "work_p99": _pct(work, 99), "work_max": _pct(work, 100),
-        "sharp_med": _pct(sharp, 50), "sharp_p90": _pct(sharp, 90),
-        "lower_med": _pct(lower, 50), "lower_p90": _pct(lower, 90),
-        "ratio_med": _pct(ratio, 50), "ratio_p90": _pct(ratio, 90),
-        "timeouts": sum(math.isnan(s.sharp_s) for s in waited),
-        "fetched_mib": run.bytes_read / 2**20, "needed_mib": needed / 2**20,
-        "unique_mib": chunk_bytes(union) / 2**20,
-        "peak_mib": run.peak_bytes / 2**20, "budget_mib": run.budget / 2**20, **by_kind,
-    }  # fmt: skip
-
-
-def print_steps(run: Run) -> None:
-    print(f"\n-- {run.path} @ {run.latency_ms:g} ms: per step (ms) --")
-    print(f"{'#':>3} {'move':18} {'lvl':>3} {'chunks':>6} {'sync':>7} {'stall':>7} "
-          f"{'sharp':>7} {'lower':>7} {'refr':>4}")  # fmt: skip
-    for s in run.steps:
-        sharp = "-" if s.burst else f"{1000 * s.sharp_s:7.0f}"
-        lower = "-" if s.burst else f"{1000 * s.lower_s:7.0f}"
-        level = "" if s.burst else str(s.level)
-        chunks = "" if s.burst else str(len(s.blocks))
-        print(f"{s.index:3d} {s.kind:18} {level:>3} {chunks:>6} {1000 * s.sync_s:7.1f} "
-              f"{1000 * s.stall_s:7.1f} {sharp:>7} {lower:>7} {s.refreshes:4d}")  # fmt: skip
-
-
-def print_run(run: Run, r: dict[str, float]) -> None:
-    x = run.extra
-    print(f"\n== {run.path} @ {run.latency_ms:g} ms latency ==")
-    print(f"canvas (h, w) {x['canvas']}; first view {x['first_view_s']:.2f} s (not counted); "
-          f"redraw only {x['draw_ms']:.1f} ms, refresh+redraw {x['refresh_ms']:.1f} ms (medians)")  # fmt: skip
-    print(f"main thread per step ms: median {r['main_med']:.1f}  p99 {r['main_p99']:.1f}  "
-          f"max {r['main_max']:.1f} (sync max {r['sync_max']:.1f}, stall max {r['stall_max']:.1f}); "
-          f"{r['over16']} of {len(run.steps)} steps over {TARGET_MAIN_MS:g} ms")  # fmt: skip
-    print(f"time to sharp ms: median {r['sharp_med']:.0f}  p90 {r['sharp_p90']:.0f}; lower bound "
-          f"median {r['lower_med']:.0f} p90 {r['lower_p90']:.0f}; ratio median {r['ratio_med']:.2f} "
-          f"p90 {r['ratio_p90']:.2f}; timeouts {r['timeouts']}")  # fmt: skip
-    print(f"median ratio by move: pan {r['ratio_pan']:.2f}, zoom {r['ratio_zoom']:.2f}, "
-          f"z {r['ratio_z']:.2f}, end of burst {r['ratio_burst']:.2f}")  # fmt: skip
-    print(f"bytes: fetched {r['fetched_mib']:.1f} MiB in {run.reads} reads; needed {r['needed_mib']:.1f} "
-          f"MiB (sum over waited steps), {r['unique_mib']:.1f} MiB (distinct chunks)")  # fmt: skip
-    held = "peak cache" if run.path == "connecto" else "napari dask cache at the end"
-    print(f"{held} {r['peak_mib']:.1f} MiB of {r['budget_mib']:.0f} MiB budget; "
-          f"reads on the main thread: {run.main_thread_reads}; read threads: {len(x['read_threads'])}")  # fmt: skip
-    if run.path == "connecto":
-        print(f"connecto's own slicing on the main thread per step (all reads, incl. refreshes) ms: "
-              f"median {r['work_med']:.1f}  p99 {r['work_p99']:.1f}  max {r['work_max']:.1f}")  # fmt: skip
-        print(f"scheduler: fetched {x['fetched']} chunks, dropped {x['dropped']}; cache evictions "
-              f"{x['evictions']}, rejected {x['rejected']}; per-source fetch limit in effect "
-              f"{x['source_limit']}")  # fmt: skip
-
-
-def print_table(runs: list[Run], results: list[dict[str, float]]) -> None:
-    print(f"\n== summary (targets, not asserted: main max <= {TARGET_MAIN_MS:g} ms at 50 ms latency; "
-          f"sharp/lower <= {TARGET_RATIO:g}x; peak <= {TARGET_PEAK:g} x budget) ==")  # fmt: skip
-    head = (f"{'path':9} {'lat':>4} {'main med/p99/max ms':>21} {'>16':>4} {'sharp med/p90':>14} "
-            f"{'lower med':>9} {'ratio med/p90':>14} {'fetched/needed/uniq MiB':>24} {'cache/budget*':>13}")  # fmt: skip
-    print(head)
-    for run, r in zip(runs, results, strict=True):
-        print(f"{run.path:9} {run.latency_ms:4g} {r['main_med']:6.1f}/{r['main_p99']:6.1f}/{r['main_max']:6.1f}"
-              f" {r['over16']:4d} {r['sharp_med']:6.0f}/{r['sharp_p90']:6.0f}  {r['lower_med']:9.0f}"
-              f" {r['ratio_med']:6.2f}/{r['ratio_p90']:6.2f}  {r['fetched_mib']:7.1f}/{r['needed_mib']:7.1f}/"
-              f"{r['unique_mib']:6.1f}  {r['peak_mib']:6.0f}/{r['budget_mib']:4.0f}")  # fmt: skip
-    print("* connecto: peak bytes of its chunk cache; native: napari's dask cache held at the end")
-
-
-def plot(runs: list[Run], latencies: list[float], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(latencies), 1, figsize=(13, 3.8 * len(latencies)), squeeze=False)
-    colors = {"connecto": "tab:blue", "native": "tab:red"}
-    letters = {"pan": "p", "zoom": "Z", "z": "z", "z1": "z"}
-    steps = runs[0].steps
-    for ax, latency in zip(axes[:, 0], latencies, strict=True):
-        for run in (r for r in runs if r.latency_ms == latency):
-            y = [max(1000 * s.blocking_s, 0.1) for s in run.steps]
-            label = f"{run.path}: median {statistics.median(y):.0f} ms, max {max(y):.0f} ms"
-            ax.plot([s.index for s in run.steps], y, "o-", ms=3, lw=1, color=colors[run.path],
-                    label=label)  # fmt: skip
-        for s in steps:
-            if s.burst:
-                ax.axvspan(s.index - 0.5, s.index + 1.5, color="0.9", lw=0)
-        ax.axhline(TARGET_MAIN_MS, ls="--", color="k", lw=0.8, label="16 ms target")
-        floor = runs[0].extra["floor"]["draw_ms"]
-        ax.axhline(floor, ls=":", color="0.3", lw=1,
-                   label=f"redraw of an in-memory image\n(no I/O): {floor:.0f} ms")  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=8)
-        ax.set_xlim(-1, len(steps))
-        ax.set_xticks([s.index for s in steps])
-        ax.set_xticklabels([letters[s.kind.split(":")[-1]] for s in steps], fontsize=7)
-        ax.set_ylabel("main-thread blocking per step (ms)")
-        ax.set_title(f"{latency:g} ms latency per chunk read (grey: moves applied back to back)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    axes[-1, 0].set_xlabel("step of the path (p pan 1/3 canvas, Z zoom 2x, z section step)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -739,13 +519,13 @@ def main() -> None:
     started = time.perf_counter()
     viewer = make_viewer(args)
     if args.gc_freeze:
-        import gc
-
         gc.collect()
         gc.freeze()
+    hooks = LEDGER.install(viewer)
     canvas, floors = render_floor(viewer)
     print(f"render floor (in-memory 64x2048x2048 image, no I/O, idle workers): redraw only "
-          f"{floors['draw_ms']:.1f} ms, refresh+redraw {floors['refresh_ms']:.1f} ms (medians)")  # fmt: skip
+          f"{floors['draw_ms']:.1f} ms, refresh+redraw {floors['refresh_ms']:.1f} ms (medians); "
+          "redraw split: " + ", ".join(f"{p} {floors[f'draw_{p}_ms']:.1f}" for p in PARTS))  # fmt: skip
     moves = make_path(args.steps, canvas)  # type: ignore[arg-type]
     kinds = [m.kind.split(":")[-1] for m in moves]
     print(f"volume {SHAPE} uint8 ({math.prod(SHAPE) / 2**30:.0f} GiB declared), {LEVELS} levels, "
@@ -772,6 +552,7 @@ def main() -> None:
         print(f"\nboth paths drew the same chunks at {same} of {sum(not x.burst for x in a)} "
               f"waited steps ({latency:g} ms)")  # fmt: skip
     viewer.close()
+    del hooks
     print_table(runs, results)
     plot(runs, args.latencies, args.png)
     load = os.getloadavg()
