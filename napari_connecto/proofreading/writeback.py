@@ -35,6 +35,7 @@ from napari_connecto.proofreading.server_edits import (
 )
 from napari_connecto.proofreading.voxels import overlay_patch
 from napari_connecto.volume.generation import bump_generation
+from napari_connecto.volume.sidecar import sidecar_path
 from napari_connecto.volume.volume import Volume
 
 if TYPE_CHECKING:
@@ -59,13 +60,7 @@ _LOCKS_GUARD = threading.Lock()
 
 def lock_path_for(volume: Volume) -> Path | None:
     """The lock file serialising writers of a local volume (``None`` for remote ones)."""
-    source = volume.source
-    if source.is_remote:
-        return None
-    path = Path(source.location)
-    if path.is_dir():
-        return path / ".connecto-writeback.lock"
-    return path.with_name(f".{path.name}.connecto-writeback.lock")
+    return sidecar_path(volume, ".connecto-writeback.lock")
 
 
 @contextlib.contextmanager

@@ -10,10 +10,13 @@ so those alone cannot tell. Writes made by other programs are not seen (recomput
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from napari_connecto.volume.sidecar import sidecar_path
 
 if TYPE_CHECKING:
     from napari_connecto.volume.volume import Volume
@@ -25,31 +28,26 @@ GENERATION_FILE = ".connecto-generation"
 
 def generation_path(volume: Volume) -> Path | None:
     """Where a local volume's mark lives (next to a file volume, e.g. HDF5); ``None`` if remote."""
-    source = volume.source
-    if source.is_remote:
-        return None
-    path = Path(source.location)
-    if path.is_dir():
-        return path / GENERATION_FILE
-    return path.with_name(f".{path.name}{GENERATION_FILE}")
+    return sidecar_path(volume, GENERATION_FILE)
 
 
 def bump_generation(volume: Volume) -> None:
     """Record that the volume's voxels changed (after a write-back); best effort.
 
-    Raises nothing: a read-only folder only means caches are not invalidated for it.
+    The mark is replaced atomically (a temporary file renamed over it), so a process
+    killed meanwhile leaves the old mark or the new one, never an empty file. Raises
+    nothing: a read-only folder only means caches are not invalidated for it.
     """
     path = generation_path(volume)
     if path is None:
         return
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.connecto-tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, str(time.time_ns()).encode())
-        finally:
-            os.close(fd)
+        temporary.write_text(str(time.time_ns()), encoding="ascii")
+        os.replace(temporary, path)
     except OSError:
-        return
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def generation_mark(volume: Volume) -> str:

@@ -25,6 +25,8 @@ import h5py
 import numpy as np
 import tensorstore as ts
 
+from napari_connecto.volume.generation import GENERATION_FILE
+
 SHAPE = (6, 40, 44)
 """Finest scale, z, y, x (odd sizes, so coarser levels have cut edge blocks)."""
 CHUNK = (3, 16, 16)
@@ -203,16 +205,21 @@ def read_levels(ds: Dataset) -> list[np.ndarray]:
 def scan_files(ds: Dataset) -> tuple[list[str], list[str]]:
     """``(temporary, stray)`` files of the dataset: writers' leftovers, and anything unknown.
 
-    Known leftovers are tensorstore's ``*.__lock`` files, HDF5 copy-on-write copies
-    (``*.connecto-tmp``) and the write-back lock. Chunk files must sit on the chunk grid.
+    Known leftovers are tensorstore's ``*.__lock`` files, HDF5 copy-on-write copies and
+    generation marks being replaced (``*.connecto-tmp``); known files are the write-back
+    lock and the generation mark. Chunk files must sit on the chunk grid.
     """
     root = Path(ds.root)
     temporary, stray = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         name = path.name
-        known = name in METADATA_NAMES or name in (WRITEBACK_LOCK, "dataset.json")
-        known |= rel.startswith("annotations.db") or rel in ("seg.h5", f".seg.h5{WRITEBACK_LOCK}")
+        known = name in METADATA_NAMES or name in (WRITEBACK_LOCK, GENERATION_FILE, "dataset.json")
+        known |= rel.startswith("annotations.db") or rel in (
+            "seg.h5",
+            f".seg.h5{WRITEBACK_LOCK}",
+            f".seg.h5{GENERATION_FILE}",
+        )
         if name.endswith((".__lock", ".connecto-tmp")):
             temporary.append(rel)
         elif not known and not _on_grid(ds.fmt, rel):
