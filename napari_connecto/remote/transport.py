@@ -266,9 +266,12 @@ class Transport:
         except BodyTooLargeError as exc:
             raise RemoteError(shown, str(exc)) from None
         except TimeoutError as exc:
-            raise _RetryError(self._cause(RemoteTimeoutError, shown, exc, "timeout")) from None
+            error: RemoteError = self._cause(RemoteTimeoutError, shown, exc, "timeout")
+            raise _RetryError(error) if idempotent else error from None
         except (OSError, ValueError) as exc:
-            raise _RetryError(self._cause(TruncatedBodyError, shown, exc, "truncated")) from None
+            error = self._cause(TruncatedBodyError, shown, exc, "truncated")
+            # the server got the request and acted on it: a POST is never sent again
+            raise _RetryError(error) if idempotent else error from None
         finally:
             pool.release(exchange.connection, reusable=reusable)
         body, status = read.data, head.status

@@ -48,6 +48,13 @@ def _library() -> ctypes.CDLL | None:
 def decompress_into(data: bytes | memoryview, out: np.ndarray) -> bool:
     """Decode the zstd frames of ``data`` into ``out`` (C-contiguous, filled exactly).
 
+    Parameters
+    ----------
+    data : bytes or memoryview
+        One or more zstd frames.
+    out : numpy.ndarray
+        Where the decoded bytes go; writable, C-contiguous, exactly their size.
+
     Returns
     -------
     bool
@@ -56,9 +63,11 @@ def decompress_into(data: bytes | memoryview, out: np.ndarray) -> bool:
     Raises
     ------
     ValueError
-        If the data is corrupt or truncated, or decodes to more or fewer bytes
-        than ``out`` holds.
+        If the data is corrupt or truncated, decodes to more or fewer bytes than
+        ``out`` holds, or ``out`` is not a writable C-contiguous array.
     """
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("zstd output must be a writable C-contiguous array")
     lib = _library()
     if lib is None:
         return False

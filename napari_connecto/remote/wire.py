@@ -223,7 +223,7 @@ class Connection:
             raise ClosedError("the server closed the connection without answering")
         version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
         code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not _digits(code):
             raise ProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
         return version, int(code), reason.strip()
 
@@ -328,12 +328,21 @@ def _framing(
         return Head(status, reason, headers, 0, chunked=False, will_close=not keep)
     coding = headers.get("transfer-encoding")
     if coding is not None:
-        chunked = coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
-        return Head(status, reason, headers, None, chunked, will_close=not (keep and chunked))
+        codings = [c.strip().lower() for c in coding.split(",") if c.strip()]
+        if codings != ["chunked"]:  # none asked for (no TE sent): not undone, so refused
+            raise ProtocolError(f"unsupported Transfer-Encoding {coding[:40]!r}")
+        # with Content-Length too, the message may be smuggled: close after it (RFC 9112 6.1)
+        closing = not keep or "content-length" in headers
+        return Head(status, reason, headers, None, chunked=True, will_close=closing)
     length = headers.get("content-length")
     if length is None:
         return Head(status, reason, headers, None, chunked=False, will_close=True)
     values = {v.strip() for v in length.split(",")}
-    if len(values) != 1 or not (value := values.pop()).isdigit():
+    if len(values) != 1 or not _digits(value := values.pop()):
         raise ProtocolError(f"bad Content-Length {length[:40]!r}")
     return Head(status, reason, headers, int(value), chunked=False, will_close=not keep)
+
+
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only (``str.isdigit`` accepts ``"²"`` too)."""
+    return text.isascii() and text.isdigit()

@@ -127,6 +127,25 @@ def test_a_post_is_never_sent_twice_on_a_stale_connection(raw_server):
     assert [r.split()[0] for r in server.requests] == [b"GET", b"POST"]
 
 
+def _cut_answers(server, conn, reader):
+    """Answer every request with a body cut short (Content-Length 100, 5 bytes sent)."""
+    if server.read_request(reader):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+
+
+def test_a_post_whose_answer_is_cut_is_not_sent_again(raw_server):
+    server = raw_server(_cut_answers)
+    client = HttpClient(FAST)
+    with pytest.raises(TruncatedBodyError):  # the server acted on it: a merge is not repeated
+        client.post(f"{server.url}/merge", b"[1, 2]")
+    time.sleep(0.05)
+    assert [r.split()[0] for r in server.requests] == [b"POST"]
+    with pytest.raises(TruncatedBodyError):  # a GET is retried as configured
+        client.get(f"{server.url}/x")
+    time.sleep(0.05)
+    assert [r.split()[0] for r in server.requests].count(b"GET") == FAST.retries + 1
+
+
 def _one_answer_then_close(server, conn, reader):
     """Answer one request, then close the connection (without saying so in the answer)."""
     if server.read_request(reader):
@@ -205,6 +224,38 @@ def test_a_cut_body_is_a_typed_error_never_data(raw_server, case):
     if case != "headers cut":
         assert isinstance(err.value, TruncatedBodyError)
     assert len(server.requests) == FAST.retries + 1
+
+
+MALFORMED = {
+    "non-ASCII length": b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab",
+    "non-ASCII status": b"HTTP/1.1 2\xb2\xb3 OK\r\nContent-Length: 2\r\n\r\nab",
+    "unasked transfer coding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    + _chunked(gzip.compress(BODY)),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_answer_is_a_remote_error_never_data(raw_server, case):
+    server = raw_server(_serve_raw(MALFORMED[case]))
+    with pytest.raises(RemoteError):
+        HttpClient(FAST).get(f"{server.url}/x")
+
+
+def test_chunked_with_a_content_length_is_read_then_the_connection_closed(raw_server):
+    """Both framings at once (a smuggling pattern): chunked wins, the connection is not reused."""
+
+    def serve(server, conn, reader):
+        while server.read_request(reader):
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + _chunked(BODY)
+            )
+
+    server = raw_server(serve)
+    client = HttpClient(FAST)
+    assert client.get(f"{server.url}/x") == BODY
+    assert client.get(f"{server.url}/x") == BODY
+    assert server.accepted == 2  # a fresh connection for the second request
 
 
 def test_a_cut_body_without_length_is_unverified_then_refused(raw_server):
