@@ -30,6 +30,8 @@ class ForegroundGate:
     def __init__(self, max_wait_s: float = 0.1) -> None:
         self.max_wait_s = max_wait_s
         self._active = 0
+        self._holders: dict[int, int] = {}
+        """Edits in progress per thread (an edit's own thread never waits for itself)."""
         self._changed = threading.Condition()
 
     @property
@@ -40,25 +42,37 @@ class ForegroundGate:
     @contextlib.contextmanager
     def foreground(self) -> Iterator[None]:
         """Mark an edit in progress for the duration of the block (re-entrant)."""
+        me = threading.get_ident()
         with self._changed:
             self._active += 1
+            self._holders[me] = self._holders.get(me, 0) + 1
         try:
             yield
         finally:
             with self._changed:
                 self._active -= 1
+                self._holders[me] -= 1
+                if not self._holders[me]:
+                    del self._holders[me]
                 if self._active == 0:
                     self._changed.notify_all()
 
     def step_aside(self) -> bool:
         """Background checkpoint: wait while an edit is in progress (bounded).
 
+        A thread that is itself making an edit (a write-back run before the edit's call
+        returns) never waits.
+
         Returns
         -------
         bool
-            ``True`` if no edit is in progress any more, ``False`` if the wait ran out.
+            ``True`` if no other edit is in progress (any more), ``False`` if the wait
+            ran out.
         """
         if self._active == 0:  # the common case: no lock, no wait
             return True
+        me = threading.get_ident()
         with self._changed:
+            if me in self._holders:  # written back within the edit (background=False)
+                return True
             return self._changed.wait_for(lambda: self._active == 0, self.max_wait_s)

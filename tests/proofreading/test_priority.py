@@ -40,12 +40,45 @@ def test_step_aside_waits_for_the_edit_in_progress_to_finish() -> None:
     assert gate.step_aside() is True  # nothing in progress: no wait
 
 
+def test_the_editing_thread_never_waits_for_itself() -> None:
+    gate = ForegroundGate(max_wait_s=10.0)
+    with gate.foreground():  # a write-back run inside the edit's own call
+        assert gate.step_aside() is True  # at once, not after 10 s with False
+
+
+def test_writing_back_before_the_call_returns_does_not_wait(workspace: Workspace) -> None:
+    ws = workspace
+    pr = ws.open()  # background=False: every paint is written back before it returns
+    pr._gate.max_wait_s = 30.0
+    new = pr.new_id()
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (pr.paint((1, 10, 10), np.ones((1, 8, 8), bool), new), done.set())
+    )
+    worker.start()
+    assert done.wait(10.0), "the paint waited for its own write-back"
+    worker.join()
+    block = pr.volume.read_voxels(0, (1, 10, 10), (2, 18, 18))
+    assert (block == U64(new)).all()
+
+
 def test_step_aside_gives_up_after_its_bound() -> None:
     gate = ForegroundGate(max_wait_s=0.05)
-    with gate.foreground():
-        start = time.monotonic()
-        assert gate.step_aside() is False
-        assert time.monotonic() - start < 2.0
+    held, release = threading.Event(), threading.Event()
+
+    def edit() -> None:
+        with gate.foreground():  # an edit on another thread that never ends in time
+            held.set()
+            release.wait(5.0)
+
+    worker = threading.Thread(target=edit)
+    worker.start()
+    assert held.wait(5.0)
+    start = time.monotonic()
+    assert gate.step_aside() is False
+    assert time.monotonic() - start < 2.0
+    release.set()
+    worker.join(5.0)
 
 
 def test_write_back_waits_for_an_edit_in_progress(workspace: Workspace) -> None:
