@@ -101,9 +101,15 @@ def known_bounds(volume: Volume, segment_id: int) -> tuple[int, Box] | None:
 
     The attributes' bounding boxes are exact at the scale they were computed at (the
     finest cached one is used), so no voxel has to be scanned to find the segment. A
-    volume shown through processors (a proofreading remap) has no such attributes.
+    volume shown through processors (a proofreading remap) has no such attributes, nor
+    has a remote one (its edits leave no generation mark to outdate them).
+
+    Raises
+    ------
+    MeshNotFoundError
+        If the attributes are complete for the volume and do not hold the segment.
     """
-    if volume.read_processors:
+    if volume.read_processors or volume.source.is_remote:  # remote: no generation mark
         return None
     from napari_connecto.objects.attribute_compute import cached_attributes
 
@@ -133,6 +139,14 @@ def _region_at(volume: Volume, known: tuple[int, Box], scale: int) -> Box | None
     lo = np.floor((lo_nm - origin) / res + 1e-9).astype(int) - 1
     hi = np.ceil((hi_nm - origin) / res - 1e-9).astype(int) + 1
     return tuple(lo.tolist()), tuple(hi.tolist())  # type: ignore[return-value]
+
+
+def _touches(box: Box, region: Box, shape: tuple[int, ...]) -> bool:
+    """Whether ``box`` reaches a side of ``region`` that is inside the volume."""
+    for lo, hi, r_lo, r_hi, n in zip(*box, *region, shape, strict=True):
+        if (r_lo > 0 and lo <= r_lo) or (r_hi < n and hi >= r_hi):
+            return True
+    return False
 
 
 def choose_scale(volume: Volume, segment_id: int, max_voxels: int = DEFAULT_MAX_VOXELS) -> int:
@@ -208,6 +222,10 @@ def generate_mesh(
     known = known_bounds(volume, segment_id)
     region = _region_at(volume, known, scale) if known is not None else None
     box = segment_bounds(volume, segment_id, scale, region)  # only the known box is read
+    if region is not None and (box is None or _touches(box, region, volume.scales[scale].shape)):
+        # the segment reaches the region's margin: the cached box is stale, look everywhere
+        logger.info("cached bounds of segment %d are stale; scanning scale %d", segment_id, scale)
+        box = segment_bounds(volume, segment_id, scale)
     if box is None:
         raise MeshNotFoundError(str(volume.source), f"segment {segment_id} not at scale {scale}")
     sc = volume.scales[scale]

@@ -152,9 +152,13 @@ class MeshSource:
             For stored multi-resolution meshes: read the finest level of detail whose
             encoded fragments fit in this many bytes (default: the finest level).
         """
+        return self.get_level(segment_id, max_bytes=max_bytes)[0]
+
+    def get_level(self, segment_id: int, *, max_bytes: int | None = None) -> tuple[Mesh, int]:
+        """:meth:`get`, and the level of detail read (0: the finest, or a generated mesh)."""
         if isinstance(self.provider, PrecomputedMeshes):
-            return self.provider.get(int(segment_id), max_bytes=max_bytes)
-        return self.provider.get(int(segment_id))
+            return self.provider.get_level(int(segment_id), max_bytes=max_bytes)
+        return self.provider.get(int(segment_id)), 0
 
     def __repr__(self) -> str:
         return f"MeshSource({self.provider!r})"

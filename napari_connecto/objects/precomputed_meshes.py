@@ -347,8 +347,14 @@ class PrecomputedMeshes:
         MeshDecodeError
             If the manifest or a fragment is corrupt.
         """
+        return self.get_level(segment_id, lod, max_bytes=max_bytes)[0]
+
+    def get_level(
+        self, segment_id: int, lod: int = 0, *, max_bytes: int | None = None
+    ) -> tuple[Mesh, int]:
+        """:meth:`get`, and the level of detail read (0 for legacy meshes)."""
         if self.info.kind == LEGACY:
-            return self._get_legacy(int(segment_id))
+            return self._get_legacy(int(segment_id)), 0
         return self._get_multires(int(segment_id), lod, max_bytes)
 
     def _finish(self, xyz: np.ndarray, faces: np.ndarray, where: str) -> Mesh:
@@ -412,7 +418,9 @@ class PrecomputedMeshes:
         data = self.keys.get_range(name, start, length) if length else b""
         return manifest, lod, _whole(data, length, where), where
 
-    def _get_multires(self, segment_id: int, lod: int, max_bytes: int | None = None) -> Mesh:
+    def _get_multires(
+        self, segment_id: int, lod: int, max_bytes: int | None = None
+    ) -> tuple[Mesh, int]:
         import DracoPy
 
         manifest, lod, data, where = self._manifest_and_data(segment_id, lod, max_bytes)
@@ -436,8 +444,8 @@ class PrecomputedMeshes:
             faces.append(f + count)
             count += len(q)
         if not verts:
-            return Mesh.empty()
-        return self._finish(np.concatenate(verts), np.concatenate(faces), where)
+            return Mesh.empty(), lod
+        return self._finish(np.concatenate(verts), np.concatenate(faces), where), lod
 
     def num_lods(self, segment_id: int) -> int:
         """Levels of detail stored for a segment (1 for legacy meshes)."""

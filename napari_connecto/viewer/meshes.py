@@ -45,10 +45,10 @@ __all__ = ["LAYER_PREFIX", "MeshController", "attach_meshes", "mesh_controller_o
 logger = logging.getLogger(__name__)
 
 LAYER_PREFIX = "mesh "
+"""Surface layers are named ``mesh <segment id>``."""
 VIEW_MESH_BYTES = 4 * 2**20
 """Encoded bytes a shown multi-resolution mesh may take (about a million triangles of
 Draco): larger ones are shown at the finest coarser level that fits."""
-"""Surface layers are named ``mesh <segment id>``."""
 _CONTROLLERS: weakref.WeakValueDictionary[int, MeshController] = weakref.WeakValueDictionary()
 _LOAD_ERRORS = (ConnectoError, OSError, ValueError, RuntimeError)
 
@@ -111,6 +111,10 @@ class MeshController:
         self._pending: dict[int, int] = {}
         self._layers: dict[int, Surface] = {}
         self._meshes: dict[int, Mesh] = {}
+        self._levels: dict[int, int] = {}
+        """Level of detail of each shown mesh (0: the finest)."""
+        self._levels_read: dict[int, int] = {}
+        """Level of detail read per load token (written by the worker, read on arrival)."""
         self.errors: list[tuple[int, BaseException]] = []
         """Failed loads ``(segment id, error)``, newest last."""
         self.max_mesh_bytes: int | None = VIEW_MESH_BYTES
@@ -159,9 +163,8 @@ class MeshController:
         mesh = self.mesh_of(segment_id)
         if mesh is None:
             raise MeshNotFoundError(str(path), f"the mesh of segment {segment_id} is not shown")
-        source = self._mesh_source()
-        if source.kind == "precomputed" and self.max_mesh_bytes is not None:
-            mesh = source.get(int(segment_id))  # the finest level, not the one shown
+        if self._levels.get(int(segment_id), 0) > 0:  # shown coarser: write the finest
+            mesh = self._mesh_source().get(int(segment_id))
         return write_mesh(mesh, path, name=f"segment {int(segment_id)}")
 
     def show(self, segment_id: int) -> None:
@@ -180,6 +183,7 @@ class MeshController:
         segment_id = int(segment_id)
         self._pending.pop(segment_id, None)
         self._meshes.pop(segment_id, None)
+        self._levels.pop(segment_id, None)
         layer = self._layers.pop(segment_id, None)
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.remove(layer)
@@ -221,6 +225,7 @@ class MeshController:
         if segment is not None:
             self._layers.pop(segment)
             self._meshes.pop(segment, None)
+            self._levels.pop(segment, None)
 
     # -- worker thread -----------------------------------------------------------------
     def _mesh_source(self) -> MeshSource:
@@ -263,7 +268,8 @@ class MeshController:
     def _load(self, segment_id: int, token: int) -> None:
         """Fetch one mesh (worker thread) and hand the result to the main thread."""
         try:
-            result: Mesh | BaseException = self._mesh_source().get(
+            result: Mesh | BaseException
+            result, self._levels_read[token] = self._mesh_source().get_level(
                 segment_id, max_bytes=self.max_mesh_bytes
             )
         except _LOAD_ERRORS as exc:
@@ -275,6 +281,7 @@ class MeshController:
 
     # -- main thread -------------------------------------------------------------------
     def _apply(self, segment_id: int, token: int, result: Mesh | BaseException) -> None:
+        level = self._levels_read.pop(token, 0)
         if self._pending.get(segment_id) != token:
             return  # hidden or re-requested meanwhile
         del self._pending[segment_id]
@@ -291,7 +298,7 @@ class MeshController:
             self.viewer.status = f"segment {segment_id} has an empty mesh"
             self.changed.emit()
             return
-        self._meshes[segment_id] = result
+        self._meshes[segment_id], self._levels[segment_id] = result, level
         self._layers[segment_id] = self.viewer.add_surface(
             (np.asarray(result.vertices), np.asarray(result.faces, dtype=np.int64)),
             name=f"{LAYER_PREFIX}{segment_id}",

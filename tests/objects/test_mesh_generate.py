@@ -129,6 +129,30 @@ def test_computed_attributes_spare_the_scan_for_the_segment(sample, tmp_path, mo
         known_bounds(volume, 123456789)
 
 
+def test_stale_cached_bounds_still_give_the_whole_mesh(sample, monkeypatch):
+    """Attributes from before an edit by another program: the box is too small; no cut mesh."""
+    from napari_connecto.objects import attribute_compute
+    from napari_connecto.objects.attribute_store import AttributeStore
+
+    data, labels = sample
+    volume = open_volume(str(labels))
+    segment = _largest_ids(data.segmentation, 4)[-1]
+    whole = generate_mesh(volume, segment, scale=0)
+    idx = np.argwhere(data.segmentation == segment)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    mid = (lo + hi) // 2
+    stale = {f"bbox_start_{a}": [int(v)] for a, v in zip("zyx", lo, strict=True)}
+    stale |= {f"bbox_stop_{a}": [int(v)] for a, v in zip("zyx", np.maximum(mid, lo + 1))}
+    store = AttributeStore([segment], stale)
+    monkeypatch.setattr(
+        attribute_compute, "cached_attributes", lambda vol, scale=0: store if scale == 0 else None
+    )
+    assert known_bounds(volume, segment)[0] == 0  # the stale box is used first
+    again = generate_mesh(volume, segment, scale=0)
+    np.testing.assert_array_equal(again.vertices, whole.vertices)
+    np.testing.assert_array_equal(again.faces, whole.faces)
+
+
 def test_mesh_source_generates_and_caches(sample, tmp_path, monkeypatch):
     data, labels = sample
     monkeypatch.setenv("NAPARI_CONNECTO_CACHE", str(tmp_path / "cache"))
