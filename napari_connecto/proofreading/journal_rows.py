@@ -27,6 +27,7 @@ _VOXEL_TYPES = ("integer", "bigint", "bigint", "bigint", "integer", "integer", "
 
 
 def _postgres_statement(voxels: bool) -> str:
+    """The one-statement insert of an edit (with its ``edit_voxels`` row if ``voxels``)."""
     edit_values = ", ".join(f":{c}" for c in _EDIT_COLUMNS)
     parts = [
         "discarded AS (UPDATE edits SET state = 'discarded' "

@@ -184,6 +184,7 @@ def neurons_touched(changes: Iterable[RowChange]) -> set[int]:
 
 
 def _partners(row: dict[str, Any]) -> tuple[int, int]:
+    """A synapse row's ``(pre_id, post_id)``."""
     return int(row["pre_id"]), int(row["post_id"])
 
 

@@ -225,8 +225,18 @@ def add_skeleton(
 def node_sizes(skeleton: Skeleton, resolution: np.ndarray) -> np.ndarray:
     """Node diameters in display voxels: twice the radius where a skeleton has one.
 
-    Points are sized in the in-plane (y, x) voxel size. Nodes without a usable radius
-    (none stored, zero, negative or not finite) get :data:`NODE_SIZE`.
+    Parameters
+    ----------
+    skeleton : Skeleton
+        The skeleton (its ``"radius"`` attribute in nm, if any).
+    resolution : numpy.ndarray
+        Display voxel size, z, y, x nm; points are sized in its in-plane (y, x) mean.
+
+    Returns
+    -------
+    numpy.ndarray
+        One diameter per vertex; :data:`NODE_SIZE` where a node has no usable radius
+        (none stored, zero, negative or not finite).
     """
     sizes = np.full(skeleton.num_vertices, NODE_SIZE, dtype=np.float64)
     radius = skeleton.radius
