@@ -15,12 +15,13 @@ with ``max_length``. Either way the result is the first stream's data
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import threading
 import zlib
 
 import numpy as np
+
+from napari_connecto.remote._clib import system_library
 
 __all__ = ["inflate"]
 
@@ -29,26 +30,23 @@ _SUCCESS, _BAD_DATA, _SHORT_OUTPUT, _INSUFFICIENT_SPACE = 0, 1, 2, 3
 _local = threading.local()
 
 
+def _declare(lib: ctypes.CDLL) -> None:
+    """Signatures of the libdeflate functions used."""
+    lib.libdeflate_alloc_decompressor.restype = ctypes.c_void_p
+    lib.libdeflate_alloc_decompressor.argtypes = []
+    lib.libdeflate_free_decompressor.restype = None
+    lib.libdeflate_free_decompressor.argtypes = [ctypes.c_void_p]
+    size_p = ctypes.POINTER(ctypes.c_size_t)
+    for fn in (lib.libdeflate_gzip_decompress_ex, lib.libdeflate_zlib_decompress_ex):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        fn.argtypes += [ctypes.c_void_p, ctypes.c_size_t, size_p, size_p]
+
+
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     """Libdeflate with its signatures declared, or ``None`` if the system has none."""
-    name = ctypes.util.find_library("deflate")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-        lib.libdeflate_alloc_decompressor.restype = ctypes.c_void_p
-        lib.libdeflate_alloc_decompressor.argtypes = []
-        lib.libdeflate_free_decompressor.restype = None
-        lib.libdeflate_free_decompressor.argtypes = [ctypes.c_void_p]
-        size_p = ctypes.POINTER(ctypes.c_size_t)
-        for fn in (lib.libdeflate_gzip_decompress_ex, lib.libdeflate_zlib_decompress_ex):
-            fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            fn.argtypes += [ctypes.c_void_p, ctypes.c_size_t, size_p, size_p]
-    except (OSError, AttributeError):
-        return None
-    return lib
+    return system_library("deflate", _declare)
 
 
 class _Decompressor:

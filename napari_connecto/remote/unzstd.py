@@ -13,36 +13,30 @@ numcodecs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 import numpy as np
 
+from napari_connecto.remote._clib import system_library
+
 __all__ = ["decompress_into"]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Signatures of the libzstd functions used."""
+    lib.ZSTD_decompress.restype = ctypes.c_size_t
+    buffer = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.ZSTD_decompress.argtypes = buffer + buffer  # destination, then source
+    lib.ZSTD_isError.restype = ctypes.c_uint
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_getErrorName.restype = ctypes.c_char_p
+    lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     """The system libzstd, its signatures declared (``None`` if there is none)."""
-    name = ctypes.util.find_library("zstd")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-        lib.ZSTD_decompress.restype = ctypes.c_size_t
-        lib.ZSTD_decompress.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-        ]
-        lib.ZSTD_isError.restype = ctypes.c_uint
-        lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
-        lib.ZSTD_getErrorName.restype = ctypes.c_char_p
-        lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):
-        return None
-    return lib
+    return system_library("zstd", _declare)
 
 
 def decompress_into(data: bytes | memoryview, out: np.ndarray) -> bool:
