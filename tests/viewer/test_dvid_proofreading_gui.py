@@ -46,7 +46,8 @@ def _shown(layer, voxel_zyx) -> int:
     return int(value[1] if isinstance(value, tuple) else value)
 
 
-def test_merge_and_cleave_on_dvid_show_in_the_viewer(make_napari_viewer, labelmap, tmp_path):
+def _proofread(make_napari_viewer, labelmap, tmp_path):
+    """A viewer on the labelmap, zoomed onto its three segments, with proofreading started."""
     viewer = make_napari_viewer(show=True)
     (seg,) = add_sources(viewer, [labelmap])
     seg.opacity = 1.0
@@ -55,6 +56,11 @@ def test_merge_and_cleave_on_dvid_show_in_the_viewer(make_napari_viewer, labelma
     panel = ProofreadingPanel(viewer)
     viewer.window.add_dock_widget(panel, name="Proofreading")
     assert panel.start(str(tmp_path / "edits.db"), seg, confirm=lambda text: True)
+    return viewer, seg, panel
+
+
+def test_merge_and_cleave_on_dvid_show_in_the_viewer(make_napari_viewer, labelmap, tmp_path):
+    viewer, seg, panel = _proofread(make_napari_viewer, labelmap, tmp_path)
     session = panel.session
     at1, at2, at3 = (32, 64, 30), (32, 64, 100), (32, 64, 160)
     _settle(viewer, session)
@@ -87,14 +93,7 @@ def test_painting_on_dvid_through_the_canvas_writes_the_server(
     import napari_connecto as nc
     from napari_connecto.viewer.paint_canvas import PaintCanvas
 
-    viewer = make_napari_viewer(show=True)
-    (seg,) = add_sources(viewer, [labelmap])
-    seg.opacity = 1.0
-    go_to(viewer, (32 * RES, 64 * RES, 96 * RES))
-    viewer.scene.camera.zoom = 600 / (192 * RES)
-    panel = ProofreadingPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="Proofreading")
-    assert panel.start(str(tmp_path / "edits.db"), seg, confirm=lambda text: True)
+    viewer, seg, panel = _proofread(make_napari_viewer, labelmap, tmp_path)
     assert panel.paint_button.isEnabled()
     session = panel.session
     _settle(viewer, session)
