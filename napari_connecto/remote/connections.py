@@ -17,7 +17,11 @@ loopback; what it did for us is kept:
   is readable: end of stream) and, for an idempotent request, a reused
   connection that fails before the first byte of an answer (the server closed
   it meanwhile) is retried once, at once, on a fresh connection
-  (:attr:`Exchange.stale`).
+  (:attr:`Exchange.stale`). That check is a system call, and every system call
+  lets the other reader threads take the GIL; an idempotent request skips it
+  on a connection given back less than :data:`FRESH_SECONDS` ago (servers keep
+  idle connections open for seconds; the retry covers the rare one closed
+  meanwhile).
 
 Everything here is thread-safe; the idle lists are guarded by one lock per pool.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import select
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,7 +42,17 @@ if TYPE_CHECKING:
 
     from napari_connecto.remote.wire import Head
 
-__all__ = ["ConnectError", "ConnectionPool", "Exchange", "OriginPools", "split_url"]
+__all__ = [
+    "FRESH_SECONDS",
+    "ConnectError",
+    "ConnectionPool",
+    "Exchange",
+    "OriginPools",
+    "split_url",
+]
+
+FRESH_SECONDS = 1.0
+"""Seconds after being given back in which an idle connection is used unchecked (idempotent)."""
 
 Origin = tuple[str, str]
 """``(scheme, netloc)``, the scheme lower case."""
@@ -156,7 +171,7 @@ class ConnectionPool:
             malformed answer); the connection is then closed.
         """
         request = build_request(method, target, self._authority, headers, body)
-        connection, reused = self._take()
+        connection, reused = self._take(check=not idempotent)
         try:
             connection.send(request, body)
             head = connection.read_head(method)
@@ -184,6 +199,7 @@ class ConnectionPool:
         did not ask to close.
         """
         if reusable and connection.sock is not None:
+            connection.released = time.monotonic()
             with self._lock:
                 if not self._closed and len(self._idle) < self.maxsize:
                     self._idle.append(connection)
@@ -198,14 +214,22 @@ class ConnectionPool:
         for connection in idle:
             connection.close()
 
-    def _take(self) -> tuple[Connection, bool]:
-        """A live idle connection (most recently used first), else a new one; and if reused."""
+    def _take(self, *, check: bool) -> tuple[Connection, bool]:
+        """A live idle connection (most recently used first), else a new one; and if reused.
+
+        With ``check``, a reused connection is always checked; without, only
+        one idle for :data:`FRESH_SECONDS` or more.
+        """
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
                 return self._open(), False
-            if _alive(connection):
+            if connection.pending:  # bytes beyond its last answer: not clean
+                connection.close()
+                continue
+            fresh = time.monotonic() - connection.released < FRESH_SECONDS
+            if (fresh and not check) or _alive(connection):
                 return connection, True
             connection.close()
 

@@ -22,10 +22,13 @@ A connection the server closed before any byte of an answer raises
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from napari_connecto.remote.stream import SocketStream
 
 if TYPE_CHECKING:
     import ssl
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 _MAX_LINE = 65536
+_BUFFER = 2 * _MAX_LINE
 _MAX_HEADERS = 128
 _STREAM_PART = 2**20
 _SMALL_BODY = 2**16
@@ -172,27 +176,32 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if ssl_context is not None:
                 sock = ssl_context.wrap_socket(sock, server_hostname=host)
-            sock.settimeout(read_timeout)
+            self._stream = SocketStream(sock, read_timeout, _BUFFER)
         except BaseException:
             sock.close()
             raise
         self.sock: socket.socket | None = sock
-        self._reader = sock.makefile("rb")
+        self.released = -math.inf
+        """When the connection was last given back to its pool (:func:`time.monotonic`)."""
+
+    @property
+    def pending(self) -> bool:
+        """Whether bytes beyond the last answer were received (the connection is not clean)."""
+        return self._stream.buffered > 0
 
     def close(self) -> None:
         """Close the socket (idempotent)."""
         sock, self.sock = self.sock, None
         if sock is not None:
-            self._reader.close()
-            sock.close()
+            self._stream.close()
 
     def send(self, request: bytes, body: bytes | None = None) -> None:
         """Write one whole request: ``request`` from :func:`build_request`, and ``body``."""
         if self.sock is None:
             raise ClosedError("connection already closed")
-        self.sock.sendall(request)
+        self._stream.sendall(request)
         if body is not None and len(body) > _SMALL_BODY:
-            self.sock.sendall(body)
+            self._stream.sendall(body)
 
     def read_head(self, method: str) -> Head:
         """The next final answer's head (interim ``1xx`` skipped).
@@ -212,7 +221,7 @@ class Connection:
         return _framing(method, version, status, reason, headers)
 
     def _line(self) -> bytes:
-        line = self._reader.readline(_MAX_LINE + 1)
+        line = self._stream.readline(_MAX_LINE)
         if len(line) > _MAX_LINE:
             raise ProtocolError("header line too long")
         return line
@@ -258,19 +267,15 @@ class Connection:
         BodyError
             If the connection ends first.
         """
-        if not own_buffer:
-            data = self._reader.read(length)
-            if len(data) != length:
-                raise BodyError(f"body ended after {len(data)} of {length} bytes")
-            return data
         buffer = bytearray(length)
-        view, got = memoryview(buffer), 0
-        while got < length:
-            n = self._reader.readinto(view[got:])
-            if not n:
-                raise BodyError(f"body ended after {got} of {length} bytes")
-            got += n
-        return buffer  # type: ignore[return-value]
+        with memoryview(buffer) as view:
+            got = 0
+            while got < length:
+                n = self._stream.recv_into(view[got:])
+                if not n:
+                    raise BodyError(f"body ended after {got} of {length} bytes")
+                got += n
+        return buffer if own_buffer else bytes(buffer)  # type: ignore[return-value]
 
     def read_chunked(self, max_bytes: int) -> bytes:
         """A chunked body, its framing checked, at most ``max_bytes``.
@@ -309,11 +314,13 @@ class Connection:
             If the body is larger than ``max_bytes``.
         """
         parts, total = [], 0
-        while part := self._reader.read1(_STREAM_PART):
-            total += len(part)
-            if total > max_bytes:
-                raise BodyTooLargeError("answer is larger than allowed")
-            parts.append(part)
+        part = bytearray(_STREAM_PART)
+        with memoryview(part) as view:
+            while n := self._stream.recv_into(view):
+                total += n
+                if total > max_bytes:
+                    raise BodyTooLargeError("answer is larger than allowed")
+                parts.append(bytes(view[:n]))
         return b"".join(parts)
 
 

@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from napari_connecto.errors import RemoteError, TruncatedBodyError
+from napari_connecto.errors import RemoteError, RemoteTimeoutError, TruncatedBodyError
+from napari_connecto.remote import connections
 from napari_connecto.remote.http import HttpClient, HttpConfig
 
 FAST = HttpConfig(read_timeout=1.0, backoff_base=0.002, backoff_max=0.01, retries=2)
@@ -162,6 +163,27 @@ def test_a_connection_closed_while_idle_is_replaced_before_use(raw_server):
     assert client.stats["stale connection"] == 0 and client.stats["retries"] == 0
 
 
+def test_a_get_on_a_connection_closed_moments_ago_is_sent_again_on_a_fresh_one(raw_server):
+    server = raw_server(_one_answer_then_close)
+    client = HttpClient(FAST)
+    assert client.get(f"{server.url}/x") == BODY
+    time.sleep(0.1)  # closed, but given back less than FRESH_SECONDS ago: used unchecked
+    assert client.get(f"{server.url}/y") == BODY
+    assert client.stats["stale connection"] == 1 and client.stats["retries"] == 0
+    assert server.accepted == 2
+
+
+def test_a_get_on_a_connection_idle_for_long_is_checked_first(raw_server, monkeypatch):
+    monkeypatch.setattr(connections, "FRESH_SECONDS", 0.05)
+    server = raw_server(_one_answer_then_close)
+    client = HttpClient(FAST)
+    assert client.get(f"{server.url}/x") == BODY
+    time.sleep(0.1)
+    assert client.get(f"{server.url}/y") == BODY
+    assert client.stats["stale connection"] == 0 and client.stats["retries"] == 0
+    assert server.accepted == 2
+
+
 def _keep_alive_slowly(server, conn, reader):
     while server.read_request(reader):
         time.sleep(0.02)
@@ -231,6 +253,7 @@ MALFORMED = {
     "non-ASCII status": b"HTTP/1.1 2\xb2\xb3 OK\r\nContent-Length: 2\r\n\r\nab",
     "unasked transfer coding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
     + _chunked(gzip.compress(BODY)),
+    "header line too long": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
 }
 
 
@@ -239,6 +262,34 @@ def test_a_malformed_answer_is_a_remote_error_never_data(raw_server, case):
     server = raw_server(_serve_raw(MALFORMED[case]))
     with pytest.raises(RemoteError):
         HttpClient(FAST).get(f"{server.url}/x")
+
+
+def _stall_mid_body(server, conn, reader):
+    """Send the head and half the body, then nothing for longer than the client waits."""
+    big = BODY * 50
+    if server.read_request(reader):
+        conn.sendall(answer(big)[: len(big) // 2])
+        time.sleep(2.0)
+
+
+def _trickle(server, conn, reader):
+    """Send a body in pieces, each arriving well within the read timeout."""
+    while server.read_request(reader):
+        whole = answer(BODY * 4)
+        for at in range(0, len(whole), 8192):
+            conn.sendall(whole[at : at + 8192])
+            time.sleep(0.05)
+
+
+def test_a_body_that_stops_arriving_times_out_and_one_that_trickles_does_not(raw_server):
+    quick = dataclasses.replace(FAST, read_timeout=0.3, retries=0)
+    server = raw_server(_stall_mid_body)
+    started = time.monotonic()
+    with pytest.raises(RemoteTimeoutError):
+        HttpClient(quick).get(f"{server.url}/x")
+    assert time.monotonic() - started < 1.5
+    slow = raw_server(_trickle)  # 6 pieces, 0.05 s apart: 0.3 s in all, never 0.3 s of silence
+    assert HttpClient(quick).get(f"{slow.url}/x") == BODY * 4
 
 
 def test_chunked_with_a_content_length_is_read_then_the_connection_closed(raw_server):
