@@ -257,24 +257,54 @@ def _check_channel(
 
     Accepts and refuses exactly what :func:`_decode_channel` does (same checks,
     same ``ValueError``); ``False`` for 32-bit blocks, which the C decoder gets wrong.
+    A well-formed chunk takes nine numpy operations: each one on more than 500
+    values releases the GIL, and reader threads waiting to take it back cost
+    more than the arithmetic.
     """
-    _grid, per_block, table, bits, values_at = _block_headers(words, base, shape, block)
-    if not ((bits & (bits - 1) == 0) & (bits <= 32)).all():  # 0 or a power of two to 32
-        raise ValueError(f"invalid encoded bits {sorted(set(bits.tolist()) - set(_CSEG_BITS))}")
-    if (bits == 32).any():
-        return False
-    coded = bits > 0
-    if (values_at[coded] + (bits[coded] * per_block + 31) // 32 > len(words)).any():
-        raise ValueError("encoded values run past the end of the data")
+    nblocks = math.prod(-(-s // b) for s, b in zip(shape, block, strict=True))
+    if base + 2 * nblocks > len(words):
+        raise ValueError("block headers run past the end of the data")
+    headers = words[base : base + 2 * nblocks].astype(np.int64)
+    first, values = headers[0::2], headers[1::2]
+    bits = first >> 24
     wpv = dtype.itemsize // 4
-    # a table with room for every index its bits can hold is safe; check the others exactly
-    near_end = np.flatnonzero(table + (np.int64(1) << bits) * wpv > len(words))
-    for k in np.unique(bits[near_end]).tolist() if near_end.size else ():
+    per_bits = _header_sizes(math.prod(block), wpv)[bits]
+    kinds = np.bincount(per_bits[:, 0], minlength=3)
+    if kinds[0]:
+        raise ValueError(f"invalid encoded bits {sorted(set(bits.tolist()) - set(_CSEG_BITS))}")
+    if kinds[2]:
+        return False
+    limit = len(words) - base
+    if (values + per_bits[:, 1]).max() > limit:
+        raise ValueError("encoded values run past the end of the data")
+    tables = first & 0xFFFFFF
+    room = tables + per_bits[:, 2]
+    if room.max() <= limit:  # every table has room for every index its bits can hold
+        return True
+    near_end = np.flatnonzero(room > limit)  # check these exactly
+    for k in np.unique(bits[near_end]).tolist():
         sel = near_end[bits[near_end] == k]
-        index = _block_indices(words, values_at[sel], int(k), per_block)
-        if (table[sel] + (index.max(axis=1) + 1) * wpv > len(words)).any():
+        index = _block_indices(words, base + values[sel], int(k), math.prod(block))
+        if (base + tables[sel] + (index.max(axis=1) + 1) * wpv > len(words)).any():
             raise ValueError("lookup table runs past the end of the data")
     return True
+
+
+@functools.cache
+def _header_sizes(per_block: int, wpv: int) -> np.ndarray:
+    """Per encoded-bits value (a block header's top byte): kind, values words, table words.
+
+    Kind 0 is invalid, 1 decodable in C, 2 (32 bits) numpy only. A block of 0
+    bits has no encoded values (a large negative length: its offset is never
+    followed); the table words are those its largest index can address.
+    """
+    sizes = np.zeros((256, 3), np.int64)
+    sizes[:, 1] = -(2**40)
+    for bits in _CSEG_BITS:
+        length = -(-bits * per_block // 32) if bits else -(2**40)
+        sizes[bits] = (2 if bits == 32 else 1, length, (1 << bits) * wpv)
+    sizes.flags.writeable = False
+    return sizes
 
 
 def _decode_channel(words: np.ndarray, base: int, out: np.ndarray, block: Index3) -> None:

@@ -6,6 +6,7 @@ import gzip
 import json
 import shutil
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import compressed_segmentation
@@ -15,6 +16,7 @@ import tensorstore as ts
 from PIL import Image
 
 import napari_connecto as nc
+from napari_connecto.backends import _precomputed_codecs as codecs
 from napari_connecto.backends._precomputed_codecs import decode_compressed_segmentation
 from napari_connecto.backends.precomputed import PrecomputedBackend
 from napari_connecto.errors import (
@@ -495,12 +497,9 @@ def test_native_decoder_reads_tensorstore_two_channel_chunks(tmp_path):
         np.testing.assert_array_equal(got, truth[:, z0:z1, y0:y1, x0:x1])
 
 
-def test_native_decoder_survives_mutated_input():
-    """The C decoder crashes on such input; this one must only raise ValueError."""
-    rng = np.random.default_rng(2)
-    xyzc = np.asfortranarray(rng.integers(0, 40, (16, 16, 8, 1)).astype(np.uint64))
-    encoded = compressed_segmentation.compress(xyzc, block_size=(8, 8, 8), order="F")
-    for _ in range(300):
+def _mutations(encoded: bytes, rng: np.random.Generator, count: int) -> Iterator[bytes]:
+    """``encoded`` cut short, with a few bytes changed, or with junk appended."""
+    for _ in range(count):
         data = bytearray(encoded)
         kind = rng.integers(0, 3)
         if kind == 0:
@@ -510,13 +509,40 @@ def test_native_decoder_survives_mutated_input():
                 data[rng.integers(0, len(data))] = rng.integers(0, 256)
         else:
             data += bytes(rng.integers(0, 256, rng.integers(1, 50), dtype=np.uint8))
-        try:
-            out = decode_compressed_segmentation(
-                bytes(data), (8, 16, 16), np.dtype(np.uint64), 1, (8, 8, 8)
-            )
-        except ValueError:
-            continue
-        assert out.shape == (1, 8, 16, 16)
+        yield bytes(data)
+
+
+def _decode_or_error(data: bytes) -> np.ndarray | str:
+    try:
+        return decode_compressed_segmentation(data, (8, 16, 16), np.dtype(np.uint64), 1, (8, 8, 8))
+    except ValueError as exc:
+        return str(exc)
+
+
+def test_native_decoder_survives_mutated_input():
+    """The C decoder crashes on such input; this one must only raise ValueError."""
+    rng = np.random.default_rng(2)
+    xyzc = np.asfortranarray(rng.integers(0, 40, (16, 16, 8, 1)).astype(np.uint64))
+    encoded = compressed_segmentation.compress(xyzc, block_size=(8, 8, 8), order="F")
+    for data in _mutations(encoded, rng, 300):
+        out = _decode_or_error(data)
+        assert isinstance(out, str) or out.shape == (1, 8, 16, 16)
+
+
+def test_native_and_numpy_decoders_accept_and_refuse_the_same_input(monkeypatch):
+    rng = np.random.default_rng(3)
+    xyzc = np.asfortranarray(rng.integers(0, 300, (16, 16, 8, 1)).astype(np.uint64))
+    encoded = compressed_segmentation.compress(xyzc, block_size=(8, 8, 8), order="F")
+    samples = [encoded, *_mutations(encoded, rng, 300)]
+    native = [_decode_or_error(data) for data in samples]
+    monkeypatch.setattr(codecs, "_native_decoder", lambda dtype: None)
+    for data, got in zip(samples, native, strict=True):
+        expected = _decode_or_error(data)
+        if isinstance(expected, str):
+            assert got == expected
+        else:
+            np.testing.assert_array_equal(got, expected)
+    assert not isinstance(native[0], str) and sum(isinstance(n, str) for n in native) > 50
 
 
 # -- bad input -------------------------------------------------------------------------------
