@@ -34,19 +34,23 @@ flight, ``min(CacheSettings.workers, backend.max_concurrency)``. Paths:
 - ``thin blocks`` / ``thin blocks/row`` (DVID labelmap): ``GET .../blocks/...?compression=lz4``,
   one block per request, or one row of blocks along x per request.
 
-MB/s is decoded bytes (10^6) over wall time, best of ``--repeats`` passes (taken in turns,
-A B C A B C ..., after one untimed warm-up round, so that background load hits every path
-alike). ``requests`` and ``wire MB`` (response body bytes, as received; no server here sends
+MB/s is decoded bytes (10^6) over wall time: the median of ``--repeats`` passes, and the
+best one. Passes are taken in rounds, one pass of every path per round (A B C, then C B A,
+...), after one untimed warm-up round, so that background load hits every path alike.
+``ratio`` is the median over the rounds of each round's MB/s over the reference row's MB/s
+in the same round: on a shared 2-core machine a pass can run 30 % slower or faster than the
+one before it, and pairing passes in time cancels that drift where a best-of would
+compare two outliers. ``requests`` and ``wire MB`` (response body bytes, as received; no server here sends
 a ``Content-Encoding``) are counted by each client during its pass, never by the server:
 connecto by its transport (``default_client().stats``, ``requests`` and ``bytes``),
 tensorstore by its metrics (``/tensorstore/http/request_started``,
 ``/tensorstore/kvstore/http/bytes_read``), the thin clients by themselves; ``n/a`` where a
 counter is missing (e.g. a tensorstore without those metrics). Every pass is checked against
-the ground truth. ``ratio`` is MB/s over the reference row of its group (tensorstore for HTTP,
-thin raw for DVID); the target for connecto is >= 0.9.
+the ground truth. The reference row of a group is tensorstore for HTTP, thin raw for DVID;
+the target for connecto is a ratio >= 0.9.
 
 Run: ``python bench/remote.py [--shape 256,512,512] [--seg-shape 128,384,384]
-[--latency 0,50] [--repeats 5] [--concurrency N] [--skip-dvid] [--server-in-process]
+[--latency 0,50] [--repeats 9] [--concurrency N] [--skip-dvid] [--server-in-process]
 [--quick] [--json PATH]``. Defaults take about 3 minutes on 2 cores, ``--quick`` 20 s.
 """
 
@@ -382,14 +386,17 @@ class Row:
     concurrency: int
     chunks: int
     mbps: float
+    """Median pass."""
+    best_mbps: float
     seconds: float
+    """Of the median pass."""
     requests: int | None
     """HTTP requests the client made in the pass (``None``: not measurable)."""
     wire_mb: float | None
     """Response body MB (10^6) the client received in the pass (``None``: not measurable)."""
     verified: bool
     ratio: float = float("nan")
-    """MB/s over the group's reference row (tensorstore, or thin raw for DVID)."""
+    """Median over rounds of MB/s over the group's reference row (tensorstore, or thin raw)."""
 
 
 @dataclass(slots=True)
@@ -413,23 +420,29 @@ class Runner:
     def compare(
         self, dataset: str, paths: list[ReadPath], truth: np.ndarray, workers: int
     ) -> list[Row]:
-        """Best of ``repeats`` passes per path, each reading its regions with ``workers`` threads.
+        """``repeats`` rounds of one pass per path, each reading its regions with ``workers`` threads.
 
-        Passes alternate between the paths (A B C A B C ...), so that a change of background
-        load hits every path alike; one more round runs first, untimed, to open connections
-        and warm the server. The first path is the reference of the ``ratio`` column.
+        Rounds take the paths in turns, forwards then backwards (A B C, C B A, ...), so that a
+        change of background load hits every path alike; one more round runs first, untimed,
+        to open connections and warm the server. A path's row is its median pass, with its
+        best MB/s; its ratio is the median of its per-round ratios to the first path.
         """
-        best: list[Row | None] = [None] * len(paths)
+        passes: list[list[Row]] = [[] for _ in paths]
         ok = [True] * len(paths)
         for attempt in range(self.repeats + 1):
-            for i, path in enumerate(paths):
-                row, good = self._pass(dataset, path, truth, workers)
+            order = range(len(paths)) if attempt % 2 else reversed(range(len(paths)))
+            for i in order:
+                row, good = self._pass(dataset, paths[i], truth, workers)
                 ok[i] = ok[i] and good
-                if attempt and (best[i] is None or row.seconds < best[i].seconds):  # type: ignore[union-attr]
-                    best[i] = row
-        rows = [r for r in best if r is not None]
-        for row, good in zip(rows, ok, strict=True):
-            row.verified, row.ratio = good, row.mbps / rows[0].mbps
+                if attempt:
+                    passes[i].append(row)
+        rows = []
+        for runs, good in zip(passes, ok, strict=True):
+            row = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+            row.best_mbps = max(r.mbps for r in runs)
+            ratios = [r.mbps / ref.mbps for r, ref in zip(runs, passes[0], strict=True)]
+            row.verified, row.ratio = good, float(np.median(ratios))
+            rows.append(row)
         return rows
 
     def _pass(
@@ -451,6 +464,7 @@ class Runner:
             concurrency=workers,
             chunks=len(path.regions),
             mbps=nbytes / MB / seconds,
+            best_mbps=nbytes / MB / seconds,
             seconds=seconds,
             requests=requests,
             wire_mb=None if sent is None else sent / MB,
@@ -636,7 +650,7 @@ def _dvid_group(  # noqa: PLR0917 - private
 # -- report ---------------------------------------------------------------------------------
 HEAD = (
     f"{'dataset':22} {'path':16} {'lat ms':>6} {'conc':>4} {'chunks':>6} {'MB/s':>8} "
-    f"{'s':>6} {'requests':>8} {'wire MB':>8} {'ratio':>6}  check"
+    f"{'best':>8} {'s':>6} {'requests':>8} {'wire MB':>8} {'ratio':>6}  check"
 )
 
 
@@ -646,7 +660,8 @@ def show(row: Row) -> None:
     wire = "n/a" if row.wire_mb is None else f"{row.wire_mb:.1f}"
     print(
         f"{row.group:22} {row.path:16} {row.latency_ms:6.0f} {row.concurrency:4d} {row.chunks:6d} "
-        f"{row.mbps:8.1f} {row.seconds:6.2f} {requests:>8} {wire:>8} {row.ratio:6.2f}  {mark}",
+        f"{row.mbps:8.1f} {row.best_mbps:8.1f} {row.seconds:6.2f} {requests:>8} {wire:>8} "
+        f"{row.ratio:6.2f}  {mark}",
         flush=True,
     )
 
@@ -713,7 +728,7 @@ def main() -> None:
         "--seg-shape", type=parse_shape, default=(128, 384, 384), help="segmentation z,y,x (uint64)"
     )
     parser.add_argument("--latency", default="0,50", help="injected latencies, ms")
-    parser.add_argument("--repeats", type=int, default=5, help="passes per path (best kept)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed rounds (medians kept)")
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -726,13 +741,13 @@ def main() -> None:
         action="store_true",
         help="run the servers on threads of this process (they share its GIL)",
     )
-    parser.add_argument("--quick", action="store_true", help="small volumes, 2 passes")
+    parser.add_argument("--quick", action="store_true", help="small volumes, 3 rounds")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C: the servers are stopped and the temporary folder removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.quick:
-        args.shape, args.seg_shape, args.repeats = (128, 256, 256), (64, 256, 256), 2
+        args.shape, args.seg_shape, args.repeats = (128, 256, 256), (64, 256, 256), 3
     latencies = [float(v) / 1e3 for v in args.latency.split(",")]
     t_start = time.perf_counter()
     image, seg = make_image(args.shape), make_segmentation(args.seg_shape)
@@ -749,7 +764,7 @@ def main() -> None:
         print(
             f"image {args.shape} uint8 ({image.nbytes / MB:.0f} MB), segmentation "
             f"{args.seg_shape} uint64 ({seg.nbytes / MB:.0f} MB), chunks {CHUNK}^3, "
-            f"best of {args.repeats}, servers "
+            f"median of {args.repeats} rounds, servers "
             f"{'in this process' if args.server_in_process else 'in child processes (CLI)'}; "
             f"written in {time.perf_counter() - t_start:.1f}s"
         )
