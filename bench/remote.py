@@ -34,9 +34,11 @@ flight, ``min(CacheSettings.workers, backend.max_concurrency)``. Paths:
 - ``thin blocks`` / ``thin blocks/row`` (DVID labelmap): ``GET .../blocks/...?compression=lz4``,
   one block per request, or one row of blocks along x per request.
 
-MB/s is decoded bytes (10^6) over wall time: the median of ``--repeats`` passes, and the
-best one. Passes are taken in rounds, one pass of every path per round (A B C, then C B A,
-...), after one untimed warm-up round, so that background load hits every path alike.
+MB/s is decoded bytes (10^6) over wall time: the median of the timed passes, and the best
+one. Passes are taken in rounds, one pass of every path per round (A B C, then C B A, ...),
+after one untimed warm-up round, so that background load hits every path alike; there are
+``--repeats`` rounds, or more (up to 4x) where a pass is short, so that each path runs for
+at least 3 s.
 ``ratio`` is the median over the rounds of each round's MB/s over the reference row's MB/s
 in the same round: on a shared 2-core machine a pass can run 30 % slower or faster than the
 one before it, and pairing passes in time cancels that drift where a best-of would
@@ -79,6 +81,9 @@ import tensorstore as ts
 
 CHUNK = 64
 TARGET = 0.9
+MIN_TIMED_SECONDS = 3.0
+"""Timed seconds per path below which more rounds are taken (passes of 0.1 s are noisy)."""
+MAX_ROUNDS_FACTOR = 4
 MB = 1e6
 Box = tuple[tuple[int, int, int], tuple[int, int, int]]
 """A chunk-aligned region: (start, stop), z, y, x."""
@@ -420,22 +425,34 @@ class Runner:
     def compare(
         self, dataset: str, paths: list[ReadPath], truth: np.ndarray, workers: int
     ) -> list[Row]:
-        """``repeats`` rounds of one pass per path, each reading its regions with ``workers`` threads.
+        """Rounds of one pass per path, each reading its regions with ``workers`` threads.
 
         Rounds take the paths in turns, forwards then backwards (A B C, C B A, ...), so that a
         change of background load hits every path alike; one more round runs first, untimed,
-        to open connections and warm the server. A path's row is its median pass, with its
-        best MB/s; its ratio is the median of its per-round ratios to the first path.
+        to open connections, warm the server and time a pass. There are ``repeats`` rounds,
+        more where passes are short (enough for the slowest path to run
+        ``MIN_TIMED_SECONDS``, at most ``repeats * MAX_ROUNDS_FACTOR``). A path's row is its
+        median pass, with its best MB/s; its ratio is the median of its per-round ratios to
+        the first path.
         """
         passes: list[list[Row]] = [[] for _ in paths]
         ok = [True] * len(paths)
-        for attempt in range(self.repeats + 1):
+        rounds = self.repeats
+        for attempt in range(self.repeats * MAX_ROUNDS_FACTOR + 1):
+            if attempt > rounds:
+                break
             order = range(len(paths)) if attempt % 2 else reversed(range(len(paths)))
+            warm_up = []
             for i in order:
                 row, good = self._pass(dataset, paths[i], truth, workers)
                 ok[i] = ok[i] and good
                 if attempt:
                     passes[i].append(row)
+                else:
+                    warm_up.append(row.seconds)
+            if not attempt:  # short passes are noisy: take more of them
+                wanted = math.ceil(MIN_TIMED_SECONDS / max(*warm_up, 1e-3))
+                rounds = min(max(self.repeats, wanted), self.repeats * MAX_ROUNDS_FACTOR)
         rows = []
         for runs, good in zip(passes, ok, strict=True):
             row = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
@@ -764,7 +781,7 @@ def main() -> None:
         print(
             f"image {args.shape} uint8 ({image.nbytes / MB:.0f} MB), segmentation "
             f"{args.seg_shape} uint64 ({seg.nbytes / MB:.0f} MB), chunks {CHUNK}^3, "
-            f"median of {args.repeats} rounds, servers "
+            f"median of {args.repeats}+ rounds, servers "
             f"{'in this process' if args.server_in_process else 'in child processes (CLI)'}; "
             f"written in {time.perf_counter() - t_start:.1f}s"
         )
