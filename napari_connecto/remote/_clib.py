@@ -9,9 +9,7 @@ from collections.abc import Callable
 __all__ = ["system_library"]
 
 
-def system_library(
-    name: str, declare: Callable[[ctypes.CDLL], None], *, hold_gil: bool = False
-) -> ctypes.CDLL | None:
+def system_library(name: str, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | None:
     """The system's ``lib<name>`` with ``declare(lib)`` applied; ``None`` if it is missing.
 
     Parameters
@@ -21,10 +19,6 @@ def system_library(
     declare : callable
         Sets ``restype``/``argtypes`` of the functions used; a missing symbol
         (``AttributeError``) counts as no library.
-    hold_gil : bool
-        Call with the GIL held (:class:`ctypes.PyDLL`) instead of released:
-        cheaper for calls shorter than handing the GIL to another thread and
-        waiting to take it back.
 
     Returns
     -------
@@ -35,7 +29,7 @@ def system_library(
     if found is None:
         return None
     try:
-        lib = (ctypes.PyDLL if hold_gil else ctypes.CDLL)(found)
+        lib = ctypes.CDLL(found)
         declare(lib)
     except (OSError, AttributeError):
         return None

@@ -1,18 +1,13 @@
-"""Decoding zstd chunks through the system's libzstd, the GIL released for large ones.
+"""Decoding zstd chunks through the system's libzstd, with the GIL released.
 
-libzstd (``libzstd.so.1``, found through :mod:`ctypes.util`; no Python package
-needed) called through :mod:`ctypes` decodes into a buffer of exactly the
-expected size: more output fails (``Destination buffer is too small``) rather
-than being cut. Without libzstd, :func:`decompress_into` returns ``False`` and
-the caller uses numcodecs.
-
-Whether the GIL is released depends on the size. Decoding a 64^3 uint8 chunk
-takes about 0.2 ms, less than what releasing the GIL costs with a dozen
-reader threads: another thread takes it, and this one then waits to be
-woken and scheduled to take it back (measured with ``bench/remote.py``: the
-zstd rows read 4 to 6 % faster holding it). Decodes of more than
-:data:`RELEASE_GIL_BYTES` (over about 1 ms) release it, so that one large
-chunk never stalls the other threads, the viewer's among them.
+``numcodecs.zstd.decompress`` holds the GIL for the whole decode (about 0.2 ms
+for a 64^3 uint8 chunk), so reader threads decoding zstd chunks stall each
+other's network I/O. libzstd (``libzstd.so.1``, found through
+:mod:`ctypes.util`; no Python package needed) called through :mod:`ctypes`
+decodes with the GIL released, into a buffer of exactly the expected size:
+more output fails (``Destination buffer is too small``) rather than being cut.
+Without libzstd, :func:`decompress_into` returns ``False`` and the caller uses
+numcodecs.
 """
 
 from __future__ import annotations
@@ -24,10 +19,7 @@ import numpy as np
 
 from napari_connecto.remote._clib import system_library
 
-__all__ = ["RELEASE_GIL_BYTES", "decompress_into"]
-
-RELEASE_GIL_BYTES = 2**20
-"""Decoded size from which the GIL is released during the decode."""
+__all__ = ["decompress_into"]
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -42,9 +34,9 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 @functools.cache
-def _library(hold_gil: bool) -> ctypes.CDLL | None:
+def _library() -> ctypes.CDLL | None:
     """The system libzstd, its signatures declared (``None`` if there is none)."""
-    return system_library("zstd", _declare, hold_gil=hold_gil)
+    return system_library("zstd", _declare)
 
 
 def decompress_into(data: bytes | memoryview, out: np.ndarray) -> bool:
@@ -70,7 +62,7 @@ def decompress_into(data: bytes | memoryview, out: np.ndarray) -> bool:
     """
     if not (out.flags.c_contiguous and out.flags.writeable):
         raise ValueError("zstd output must be a writable C-contiguous array")
-    lib = _library(out.nbytes < RELEASE_GIL_BYTES)
+    lib = _library()
     if lib is None:
         return False
     source = np.frombuffer(data, dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""zstd chunks decoded by libzstd (GIL held or released) or numcodecs: the same bytes and errors."""
+"""zstd chunks decoded by libzstd (GIL released) or numcodecs: the same bytes and errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from napari_connecto.remote import unzstd, zarr_chunks
 DATA = (np.arange(64**3, dtype=np.uint32) * 2654435761 % 251).astype(np.uint8).tobytes()
 FRAME = zstd.Zstd(level=3).encode(DATA)
 
-needs_libzstd = pytest.mark.skipif(
-    unzstd._library(False) is None, reason="no libzstd on this system"
-)
+needs_libzstd = pytest.mark.skipif(unzstd._library() is None, reason="no libzstd on this system")
 
 
 @needs_libzstd
@@ -22,16 +20,6 @@ def test_a_frame_decodes_into_a_buffer_of_exactly_its_size():
     assert unzstd.decompress_into(FRAME, out)
     assert out.tobytes() == DATA
     assert unzstd.decompress_into(memoryview(bytearray(FRAME)), out)
-
-
-@needs_libzstd
-def test_a_frame_too_large_to_decode_holding_the_gil_decodes_the_same():
-    big = DATA * (unzstd.RELEASE_GIL_BYTES // len(DATA) + 2)  # decoded with the GIL released
-    out = np.empty(len(big), np.uint8)
-    assert unzstd.decompress_into(zstd.Zstd(level=1).encode(big), out)
-    assert out.tobytes() == big
-    with pytest.raises(ValueError):
-        unzstd.decompress_into(zstd.Zstd(level=1).encode(big)[:-10], out)
 
 
 @needs_libzstd
@@ -48,8 +36,8 @@ def test_wrong_frames_raise_value_error(data, size):
 @pytest.mark.parametrize("libzstd", [True, False], ids=["libzstd", "numcodecs"])
 def test_chunk_decoding_is_the_same_with_either_decoder(monkeypatch, libzstd):
     if not libzstd:
-        monkeypatch.setattr(unzstd, "_library", lambda hold_gil: None)
-    elif unzstd._library(False) is None:
+        monkeypatch.setattr(unzstd, "_library", lambda: None)
+    elif unzstd._library() is None:
         pytest.skip("no libzstd on this system")
     assert bytes(zarr_chunks._zstd(FRAME, len(DATA))) == DATA
     with pytest.raises(ValueError):
