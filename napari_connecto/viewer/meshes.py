@@ -149,7 +149,7 @@ class MeshController:
         """Write the shown mesh of a segment as OBJ or PLY (by suffix; nm, x y z order).
 
         A stored multi-resolution mesh shown at a coarser level of detail is written at
-        the finest one.
+        the finest one (read now: this call may block; see :meth:`export_job`).
 
         Raises
         ------
@@ -158,14 +158,33 @@ class MeshController:
         UnsupportedEncodingError
             If ``path`` does not end in ``.obj`` or ``.ply``.
         """
-        from napari_connecto.objects.mesh_io import write_mesh
+        return self.export_job(segment_id, path)()
 
-        mesh = self.mesh_of(segment_id)
-        if mesh is None:
+    def export_job(self, segment_id: int, path: str | os.PathLike[str]) -> Callable[[], Path]:
+        """What :meth:`export` does, as a function to run on a worker thread.
+
+        The shown mesh and its level are taken now (on the main thread); reading the
+        finest level and writing the file happen when the function is called.
+
+        Raises
+        ------
+        MeshNotFoundError
+            If the segment's mesh is not loaded.
+        """
+        from napari_connecto.objects import mesh_io
+
+        segment_id = int(segment_id)
+        shown = self.mesh_of(segment_id)
+        if shown is None:
             raise MeshNotFoundError(str(path), f"the mesh of segment {segment_id} is not shown")
-        if self._levels.get(int(segment_id), 0) > 0:  # shown coarser: write the finest
-            mesh = self._mesh_source().get(int(segment_id))
-        return write_mesh(mesh, path, name=f"segment {int(segment_id)}")
+        coarser = self._levels.get(segment_id, 0) > 0
+        source = self._mesh_source() if coarser else None
+
+        def job() -> Path:
+            mesh = shown if source is None else source.get(segment_id)  # the finest level
+            return mesh_io.write_mesh(mesh, path, name=f"segment {segment_id}")
+
+        return job
 
     def show(self, segment_id: int) -> None:
         """Load the mesh of ``segment_id`` in the background and add it as a layer."""

@@ -6,13 +6,17 @@ label (napari's label picker, or the neuron selected in the tables).
 
 from __future__ import annotations
 
+import functools
 import logging
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_connecto.errors import ConnectoError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import napari
     from napari.layers import Labels
 
@@ -63,12 +67,19 @@ def enable_meshes_action(viewer: napari.Viewer) -> MeshController | None:
 
 def export_mesh_dialog(
     viewer: napari.Viewer, path: str | None = None, segment: int | None = None
-) -> Path | None:
+) -> Future[Path] | None:
     """Write the mesh of the selected segment as OBJ or PLY (nm, x y z), asking for a file.
 
-    The mesh is the one shown, else read or generated (blocking, with a busy cursor).
+    The mesh is the one shown (its finest level), else read or generated from the
+    volume; either way on a worker thread, the viewer staying responsive.
+
+    Returns
+    -------
+    concurrent.futures.Future or None
+        Resolves to the file written (or to the error; a notification reports either);
+        ``None`` if there was nothing to export or the dialog was cancelled.
     """
-    from napari.utils.notifications import show_info, show_warning
+    from napari.utils.notifications import show_warning
 
     from napari_connecto.objects.mesh_source import export_segment_mesh
     from napari_connecto.viewer.meshes import mesh_controller_of
@@ -88,16 +99,41 @@ def export_mesh_dialog(
         if not path:
             return None
     controller = mesh_controller_of(layer)
-    try:
-        if controller is not None and controller.mesh_of(segment) is not None:
-            written = controller.export(segment, path)
+    if controller is not None and controller.mesh_of(segment) is not None:
+        job = controller.export_job(segment, path)
+    else:
+        source = layer.metadata["connecto_source"]
+        job = functools.partial(export_segment_mesh, source, segment, path)
+    return _in_background(viewer, job, segment)
+
+
+def _in_background(viewer: napari.Viewer, job: Callable[[], Path], segment: int) -> Future[Path]:
+    """Run a mesh export on a worker thread; report its end on the main thread."""
+    from napari.qt.threading import create_worker
+    from napari.utils.notifications import show_info, show_warning
+
+    future: Future[Path] = Future()
+    future.set_running_or_notify_cancel()
+    viewer.status = f"writing the mesh of segment {segment} ..."
+
+    def done(written: Path) -> None:
+        viewer.status = f"mesh of segment {segment} written to {written.name}"
+        show_info(f"Mesh of segment {segment} written to {written} (nm, x y z)")
+        future.set_result(written)
+
+    def failed(exc: BaseException) -> None:
+        viewer.status = f"no mesh written for segment {segment}"
+        if isinstance(exc, ConnectoError | OSError):
+            show_warning(f"No mesh written for segment {segment}: {exc}")
         else:
-            written = export_segment_mesh(layer.metadata["connecto_source"], segment, path)
-    except (ConnectoError, OSError) as exc:
-        show_warning(f"No mesh written for segment {segment}: {exc}")
-        return None
-    show_info(f"Mesh of segment {segment} written to {written} (nm, x y z)")
-    return written
+            logger.error("mesh export of segment %d failed", segment, exc_info=exc)
+        future.set_exception(exc)
+
+    worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(done)
+    worker.errored.connect(failed)
+    worker.start()
+    return future
 
 
 def show_skeleton_action(viewer: napari.Viewer, segment: int | None = None) -> Any:

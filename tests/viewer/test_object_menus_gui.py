@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from qtpy.QtWidgets import QMenu
 
+from napari_connecto.errors import UnsupportedEncodingError
+from napari_connecto.objects import mesh_io
 from napari_connecto.objects.mesh_io import read_mesh
 from napari_connecto.viewer.launch import add_sources
 from napari_connecto.viewer.object_actions import export_mesh_dialog
@@ -25,7 +29,7 @@ def _menu_texts(menu: QMenu) -> list[str]:
 
 
 def test_menus_list_the_actions_and_meshes_show_from_the_menu(
-    make_napari_viewer, ome_dataset, qtbot, tmp_path
+    make_napari_viewer, ome_dataset, qtbot, tmp_path, monkeypatch
 ):
     from napari._app_model import get_app_model
 
@@ -56,10 +60,26 @@ def test_menus_list_the_actions_and_meshes_show_from_the_menu(
     assert vertices[:, 1].min() == pytest.approx(40 + 32 * 4 - 2, abs=0.01)
     assert vertices[:, 2].max() == pytest.approx(20 + 95 * 4 + 2, abs=0.01)
 
-    written = export_mesh_dialog(viewer, str(tmp_path / "seg.ply"))
-    assert written is not None
+    writers = []
+    real_write = mesh_io.write_mesh
+
+    def recording_write(*args, **kwargs):
+        writers.append(threading.current_thread())
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_io, "write_mesh", recording_write)
+    future = export_mesh_dialog(viewer, str(tmp_path / "seg.ply"))
+    qtbot.waitUntil(future.done, timeout=30000)
+    written = future.result()
+    assert writers and writers[0] is not threading.main_thread()  # the viewer never waits
+    assert f"written to {written.name}" in viewer.status
     mesh = read_mesh(written)
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(vertices, axis=0), atol=1e-3)
+
+    failing = export_mesh_dialog(viewer, str(tmp_path / "seg.stl"))  # not a mesh format we write
+    qtbot.waitUntil(failing.done, timeout=30000)
+    assert isinstance(failing.exception(), UnsupportedEncodingError)
+    assert "no mesh written" in viewer.status and not (tmp_path / "seg.stl").exists()
 
 
 def test_the_skeleton_action_reports_a_segmentation_without_skeletons(
