@@ -17,8 +17,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_connecto._qt.frame_model import FrameTableModel
 from napari_connecto._qt.neuron_table import fit_id_columns, make_table_view
-from napari_connecto._qt.table_model import Column, FrameTableModel
+from napari_connecto._qt.table_columns import Column
 
 if TYPE_CHECKING:
     from napari_connecto.annotations.store import AnnotationStore

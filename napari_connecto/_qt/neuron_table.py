@@ -20,7 +20,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_connecto._qt.table_model import Column, NeuronTableModel
+from napari_connecto._qt.table_columns import Column
+from napari_connecto._qt.table_model import NeuronTableModel
 from napari_connecto.annotations.filters import FilterError
 from napari_connecto.errors import ConnectoError
 from napari_connecto.objects.attribute_compute import Progress, attribute_job

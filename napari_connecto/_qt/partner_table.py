@@ -7,8 +7,9 @@ import pandas as pd
 from qtpy.QtCore import QModelIndex, Qt, Signal
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from napari_connecto._qt.frame_model import FrameTableModel
 from napari_connecto._qt.neuron_table import fit_id_columns, make_table_view
-from napari_connecto._qt.table_model import Column, FrameTableModel
+from napari_connecto._qt.table_columns import Column
 
 __all__ = ["PARTNER_COLUMNS", "PartnerTable", "merge_partners"]
 

@@ -9,6 +9,7 @@ import pandas as pd
 from qtpy.QtCore import QItemSelectionModel, QModelIndex, QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLineEdit, QVBoxLayout, QWidget
 
+from napari_connecto._qt.frame_model import FrameTableModel
 from napari_connecto._qt.neuron_table import (
     FILTER_DEBOUNCE_MS,
     FILTER_HELP,
@@ -16,7 +17,7 @@ from napari_connecto._qt.neuron_table import (
     make_table_view,
     show_filter_error,
 )
-from napari_connecto._qt.table_model import Column, FrameTableModel
+from napari_connecto._qt.table_columns import Column
 from napari_connecto.annotations.filters import FilterError, parse_filter, to_mask
 
 __all__ = ["SYNAPSE_FILTER_COLUMNS", "SYNAPSE_TABLE_COLUMNS", "SynapseTable"]

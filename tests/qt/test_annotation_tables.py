@@ -16,15 +16,12 @@ from qtpy.QtCore import QModelIndex, Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_connecto._qt.bookmarks import BookmarkTable
+from napari_connecto._qt.frame_model import FrameTableModel
 from napari_connecto._qt.neuron_table import NeuronTable
 from napari_connecto._qt.partner_table import PartnerTable, merge_partners
 from napari_connecto._qt.synapse_table import SynapseTable
-from napari_connecto._qt.table_model import (
-    NEURON_COLUMNS,
-    Column,
-    FrameTableModel,
-    NeuronTableModel,
-)
+from napari_connecto._qt.table_columns import Column
+from napari_connecto._qt.table_model import NEURON_COLUMNS, NeuronTableModel
 from napari_connecto.annotations import AnnotationStore
 
 N_BIG = 1_000_000
