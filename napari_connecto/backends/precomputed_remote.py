@@ -23,7 +23,7 @@ from napari_connecto.backends.precomputed import PrecomputedBackend, chunk_grid
 from napari_connecto.remote.http import public_url
 
 if TYPE_CHECKING:
-    from napari_connecto.backends.precomputed import _Info, _Level
+    from napari_connecto.backends._precomputed_info import Info, Level
     from napari_connecto.remote.store import HttpStore
     from napari_connecto.source import Source
     from napari_connecto.volume.scale import Index3
@@ -38,7 +38,7 @@ class RemotePrecomputedBackend(VolumeBackend):
     supports_writes = False
     max_concurrency: ClassVar[int] = 32
 
-    def __init__(self, source: Source, store: HttpStore, info: _Info, channel: int) -> None:
+    def __init__(self, source: Source, store: HttpStore, info: Info, channel: int) -> None:
         self.source = source
         self.kind = info.kind
         self.scales = tuple(lv.scale for lv in info.levels)
@@ -60,7 +60,7 @@ class RemotePrecomputedBackend(VolumeBackend):
         """Open through :class:`~napari_connecto.backends.precomputed.PrecomputedBackend`."""
         return PrecomputedBackend.open(source, mode)  # type: ignore[return-value,arg-type]
 
-    def _shard_reader(self, level: _Level, grid: ChunkGrid) -> ShardReader | None:
+    def _shard_reader(self, level: Level, grid: ChunkGrid) -> ShardReader | None:
         if level.sharding is None:
             return None
         store = self._store.child(level.scale.key)

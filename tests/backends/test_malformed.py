@@ -36,7 +36,7 @@ from napari_connecto.backends._meta import (
     check_positive_ints,
     check_resolution,
 )
-from napari_connecto.backends.precomputed import _check_offset
+from napari_connecto.backends._precomputed_info import check_voxel_offset
 from napari_connecto.errors import (
     ConnectoError,
     MetadataError,
@@ -261,7 +261,7 @@ def test_hdf5_bytes_resolution_is_not_a_sequence_of_ints(tmp_path):
 @pytest.mark.parametrize("bad", [math.inf, -math.inf, NAN, 1.5, True, "1"])
 def test_precomputed_voxel_offset_non_finite(bad):
     with pytest.raises(MetadataError) as err:
-        _check_offset("info", "scales[0].voxel_offset", [bad, 0, 0])
+        check_voxel_offset("info", "scales[0].voxel_offset", [bad, 0, 0])
     assert err.value.field == "scales[0].voxel_offset"
 
 
