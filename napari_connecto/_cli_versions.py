@@ -82,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
     ConnectoError
         A missing store or version, a taken or bad name, an unwritable output.
     """
-    from napari_connecto.cli import _open_store
+    from napari_connecto._cli_annotations import open_store
 
     command = args.version_command
-    with _open_store(args.db, create=False) as store:
+    with open_store(args.db, create=False) as store:
         if command == "create":
             author = args.author if args.author is not None else _login()
             info = store.create_version(args.name, args.note, author=author)

@@ -1,27 +1,33 @@
 """The ``napari-connecto`` command.
 
-Subcommands: view, info, demo, import, synapses, ng-state, version and export.
+Subcommands: view, info, demo, import, synapses, ng-state, version and export (import and
+synapses in :mod:`._cli_annotations`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from napari_connecto._cli_annotations import (
+    add_annotation_commands,
+    neuron_id,
+    open_store,
+    run_import,
+    run_synapses,
+    summary_line,
+)
 from napari_connecto.errors import AnnotationError, ConnectoError
 from napari_connecto.opening import list_contents, open_points, open_volume
 
 if TYPE_CHECKING:
     import napari
-    import pandas as pd
 
-    from napari_connecto.annotations import AnnotationStore, ImportSummary
+    from napari_connecto.annotations import AnnotationStore
     from napari_connecto.sample import SamplePaths
 
 __all__ = ["main"]
@@ -43,36 +49,6 @@ def _position(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _resolution(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected Z,Y,X nm per voxel (> 0), got {text!r}")
-    return values  # type: ignore[return-value]
-
-
-def _neuron_id(text: str) -> int:
-    """A uint64 id, parsed exactly (never through float)."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = -1
-    if not 0 < value < 2**64:
-        raise argparse.ArgumentTypeError(
-            f"expected a neuron id (integer, 1 to 2**64-1), got {text!r}"
-        )
-    return value
-
-
-def _column_map(text: str) -> tuple[str, str]:
-    file_column, sep, column = text.partition("=")
-    if not sep or not file_column.strip() or not column.strip():
-        raise argparse.ArgumentTypeError(f"expected FILECOL=COL, got {text!r}")
-    return file_column.strip(), column.strip()
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-connecto",
@@ -87,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument(
         "--annotations", metavar="DB", help="dock the neuron and synapse tables of this store"
     )
-    view.add_argument("--neuron", type=_neuron_id, metavar="ID", help="select this neuron")
+    view.add_argument("--neuron", type=neuron_id, metavar="ID", help="select this neuron")
     _add_screenshot(view)
 
     info = sub.add_parser("info", help="print scales, dtype, chunking and encoding")
@@ -102,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         help="annotation store to import the sample's synapses into and dock "
         "(default: annotations.db in the sample directory)",
     )
-    demo.add_argument("--neuron", type=_neuron_id, metavar="ID", help="select this neuron")
+    demo.add_argument("--neuron", type=neuron_id, metavar="ID", help="select this neuron")
     _add_screenshot(demo)
-    _add_annotation_commands(sub)
+    add_annotation_commands(sub)
     from napari_connecto import _cli_export, _cli_versions
     from napari_connecto.interop.ngcli import add_ng_state_parser
 
@@ -112,57 +88,6 @@ def _parser() -> argparse.ArgumentParser:
     _cli_versions.add_parser(sub)
     _cli_export.add_parser(sub)
     return parser
-
-
-def _add_annotation_commands(sub: Any) -> None:
-    """The ``import`` and ``synapses`` subcommands."""
-    imp = sub.add_parser(
-        "import",
-        help="import neurons and synapses from a file into an annotation store",
-        description="Read SOURCE and import it into DB in one transaction: new rows are "
-        "added, rows already stored exactly so are unchanged, conflicts import nothing.",
-    )
-    imp.add_argument(
-        "source",
-        help="CREMI .h5, CSV/Parquet table, CAVE export, arrays, or dvid://host:port/UUID/ANNOTATIONS",
-    )
-    imp.add_argument("--db", required=True, help="SQLite file (created) or postgresql:// URL")
-    imp.add_argument(
-        "--format", help="cremi, cave, arrays or table (default: sniffed from the file)"
-    )
-    imp.add_argument("--kind", choices=("synapses", "neurons"), help="what a table's rows are")
-    imp.add_argument(
-        "--resolution", type=_resolution, metavar="Z,Y,X", help="nm per voxel of the positions"
-    )
-    imp.add_argument(
-        "--segmentation", metavar="SEG", help="segmentation volume for neuron ids and keypoints"
-    )
-    imp.add_argument(
-        "--map",
-        type=_column_map,
-        action="append",
-        default=[],
-        metavar="FILECOL=COL",
-        help="read file column FILECOL as COL (e.g. pre_pt_root_id=pre_id); repeatable",
-    )
-
-    syn = sub.add_parser(
-        "synapses",
-        help="write the synapses of a neuron to stdout (CSV or JSON)",
-        description="Synapses of one neuron, ordered by id, with direction (out/in) and "
-        "partner columns; ids are exact integers.",
-    )
-    syn.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
-    syn.add_argument("--neuron", required=True, type=_neuron_id, metavar="ID")
-    side = syn.add_mutually_exclusive_group()
-    side.add_argument(
-        "--pre", action="store_true", help="only synapses where the neuron is presynaptic"
-    )
-    side.add_argument(
-        "--post", action="store_true", help="only synapses where the neuron is postsynaptic"
-    )
-    syn.add_argument("--include-self", action="store_true", help="keep autapses")
-    syn.add_argument("--format", choices=("csv", "json"), default="csv")
 
 
 def _size(text: str) -> int:
@@ -213,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _info(args.source, as_json=args.json)
         commands = {
-            "import": _import,
-            "synapses": _synapses,
+            "import": run_import,
+            "synapses": run_synapses,
             "demo": _demo,
             "ng-state": _ng_state,
             "version": _version,
@@ -254,7 +179,7 @@ def _demo(args: argparse.Namespace) -> int:
     if at is None:  # open on the first synapse, as a proofreader would
         at = tuple(open_points(paths.cremi_synapses).positions_nm[0])
     db = args.annotations or str(paths.directory / DEMO_STORE_NAME)
-    with _open_store(db, create=True) as store:
+    with open_store(db, create=True) as store:
         _import_sample(store, paths)
     # the synapses come from the store (the panel's layer, coloured by review status), not
     # a second time from the CREMI file
@@ -270,106 +195,7 @@ def _import_sample(store: AnnotationStore, paths: SamplePaths) -> None:
         return
     summary = store.import_batch(read_annotations(paths.cremi, format="cremi"))
     store.set_setting(_DEMO_SETTING, marker)
-    logger.info("%s", _summary_line(summary, store.where))
-
-
-@contextlib.contextmanager
-def _open_store(db: str, *, create: bool) -> Iterator[AnnotationStore]:
-    """An open store; database-driver failures become one-line :class:`AnnotationError`."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from napari_connecto.annotations import AnnotationStore
-
-    where = _redact(db)
-    try:
-        store = AnnotationStore.open(db, create=create)
-    except SQLAlchemyError as exc:
-        raise AnnotationError(f"cannot open annotation database {where}: {_reason(exc)}") from None
-    try:
-        yield store
-    except SQLAlchemyError as exc:
-        raise AnnotationError(f"annotation database {where}: {_reason(exc)}") from None
-    finally:
-        store.close()
-
-
-def _redact(db: str) -> str:
-    """A database path or URL with any password hidden."""
-    if "://" not in db:
-        return db
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(db).render_as_string(hide_password=True)
-    except ArgumentError:
-        return db.rpartition("@")[2]
-
-
-def _reason(exc: Exception) -> str:
-    """The driver's message, first line only."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _import(args: argparse.Namespace) -> int:
-    from napari_connecto.annotations.importers import read_annotations
-
-    batch = read_annotations(  # read (and validate) before touching the database
-        args.source,
-        format=args.format,
-        mapping=dict(args.map) or None,
-        resolution=args.resolution,
-        segmentation=args.segmentation,
-        kind=args.kind,
-    )
-    with _open_store(args.db, create=True) as store:
-        summary = store.import_batch(batch)
-        sys.stdout.write(_summary_line(summary, store.where) + "\n")
-    return 0
-
-
-def _summary_line(summary: ImportSummary, where: str) -> str:
-    return (
-        f"{summary.source} -> {where}: synapses {summary.synapses_added} added, "
-        f"{summary.synapses_unchanged} unchanged; neurons {summary.neurons_added} added, "
-        f"{summary.neurons_filled} filled, {summary.neurons_unchanged} unchanged"
-    )
-
-
-def _synapses(args: argparse.Namespace) -> int:
-    with _open_store(args.db, create=False) as store:
-        if not bool(store.has_neurons([args.neuron])[0]):
-            raise AnnotationError(f"no neuron {args.neuron} in {store.where}")
-        frame = store.synapses_of(
-            args.neuron, pre=not args.post, post=not args.pre, include_self=args.include_self
-        )
-    if args.format == "json":
-        _write_json(frame, sys.stdout)
-    else:
-        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
-    return 0
-
-
-def _write_json(frame: pd.DataFrame, out: Any) -> None:
-    """Rows as a JSON array of objects: ids as JSON integers (exact), NaN as null."""
-    columns = {name: _json_column(frame[name]) for name in frame.columns}
-    out.write("[")
-    for i, row in enumerate(zip(*columns.values(), strict=True)):
-        out.write(",\n" if i else "\n")
-        out.write(json.dumps(dict(zip(columns, row, strict=True)), allow_nan=False))
-    out.write("\n]\n" if len(frame) else "]\n")
-
-
-def _json_column(series: pd.Series) -> list[Any]:
-    """Python values of one column: ints from integer dtypes (never floats), None for NaN."""
-    kind = series.dtype.kind
-    values = series.to_numpy().tolist()
-    if kind == "f":
-        return [None if math.isnan(v) else v for v in values]
-    if kind in "iub":
-        return values
-    return [None if v is None else str(v) for v in values]
+    logger.info("%s", summary_line(summary, store.where))
 
 
 def _configure_cache(args: argparse.Namespace) -> None:
@@ -441,7 +267,7 @@ def _view(
     if annotations is None:
         _show(sources, at, screenshot, None, None)
         return 0
-    with _open_store(annotations, create=False) as store:
+    with open_store(annotations, create=False) as store:
         if neuron is not None and not bool(store.has_neurons([neuron])[0]):
             raise AnnotationError(f"no neuron {neuron} in {store.where}")
         _show(sources, at, screenshot, store, neuron)

@@ -92,9 +92,9 @@ def _export(args: argparse.Namespace) -> int:
     at = _at(args.at) if args.at else None
     kwargs = {"at": at, "zoom": args.zoom, "segments": args.segments}
     if args.annotations:
-        from napari_connecto.cli import _open_store
+        from napari_connecto._cli_annotations import open_store
 
-        with _open_store(args.annotations, create=False) as store:
+        with open_store(args.annotations, create=False) as store:
             view = view_state_for_sources(args.sources, store=store, **kwargs)
     else:
         view = view_state_for_sources(args.sources, **kwargs)
