@@ -53,7 +53,7 @@ the target for connecto is a ratio >= 0.9.
 
 Run: ``python bench/remote.py [--shape 256,512,512] [--seg-shape 128,384,384]
 [--latency 0,50] [--repeats 9] [--concurrency N] [--skip-dvid] [--server-in-process]
-[--quick] [--json PATH]``. Defaults take about 3 minutes on 2 cores, ``--quick`` 20 s.
+[--quick] [--json PATH]``. Defaults take about 6 minutes on 2 cores, ``--quick`` 30 s.
 """
 
 from __future__ import annotations
