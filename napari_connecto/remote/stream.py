@@ -6,8 +6,8 @@ not the call, is what a request costs. A socket with a Python timeout makes
 two calls per read or write (``poll`` for readiness, then ``recv``/``send``);
 :class:`SocketStream` puts a plain socket in blocking mode and has the kernel
 enforce the timeout instead (``SO_RCVTIMEO``/``SO_SNDTIMEO``), so each read or
-write is one call. A TLS socket keeps its Python timeout (the kernel timeout
-would surface as an SSL error).
+write is one call. A TLS socket, and any socket off Linux, keeps its Python
+timeout.
 
 The stream buffers what it read beyond a line, and hands bodies over by
 reading straight into the caller's buffer once the buffered bytes are used.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 
 __all__ = ["SocketStream"]
 
@@ -131,12 +132,14 @@ class SocketStream:
 def _kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
     """Blocking mode, ``seconds`` as the kernel's receive and send timeouts (``False``: not here).
 
-    TLS sockets are left alone: an expired kernel timeout would surface there
-    as an SSL error rather than a timeout.
+    Linux only: Windows reads the option as milliseconds in a ``DWORD``, and
+    other systems lay out ``struct timeval`` their own way. TLS sockets are left
+    alone: an expired kernel timeout would surface there as an SSL error rather
+    than a timeout.
     """
     import ssl
 
-    if isinstance(sock, ssl.SSLSocket) or not hasattr(socket, "SO_RCVTIMEO"):
+    if not sys.platform.startswith("linux") or isinstance(sock, ssl.SSLSocket):
         return False
     whole, part = divmod(max(seconds, 0.001), 1.0)
     value = struct.pack("@ll", int(whole), int(part * 1e6))  # struct timeval
