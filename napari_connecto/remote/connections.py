@@ -17,11 +17,9 @@ loopback; what it did for us is kept:
   is readable: end of stream) and, for an idempotent request, a reused
   connection that fails before the first byte of an answer (the server closed
   it meanwhile) is retried once, at once, on a fresh connection
-  (:attr:`Exchange.stale`). That check is a system call, and every system call
-  lets the other reader threads take the GIL; an idempotent request skips it
-  on a connection given back less than :data:`FRESH_SECONDS` ago (servers keep
-  idle connections open for seconds; the retry covers the rare one closed
-  meanwhile).
+  (:attr:`Exchange.stale`). A pooled connection holding bytes beyond its last
+  answer (a server sending more than it framed) is dropped too: read as the
+  next answer, they would be wrong data.
 
 Everything here is thread-safe; the idle lists are guarded by one lock per pool.
 """
@@ -30,7 +28,6 @@ from __future__ import annotations
 
 import select
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,17 +39,7 @@ if TYPE_CHECKING:
 
     from napari_connecto.remote.wire import Head
 
-__all__ = [
-    "FRESH_SECONDS",
-    "ConnectError",
-    "ConnectionPool",
-    "Exchange",
-    "OriginPools",
-    "split_url",
-]
-
-FRESH_SECONDS = 1.0
-"""Seconds after being given back in which an idle connection is used unchecked (idempotent)."""
+__all__ = ["ConnectError", "ConnectionPool", "Exchange", "OriginPools", "split_url"]
 
 Origin = tuple[str, str]
 """``(scheme, netloc)``, the scheme lower case."""
@@ -171,7 +158,7 @@ class ConnectionPool:
             malformed answer); the connection is then closed.
         """
         request = build_request(method, target, self._authority, headers, body)
-        connection, reused = self._take(check=not idempotent)
+        connection, reused = self._take()
         try:
             connection.send(request, body)
             head = connection.read_head(method)
@@ -199,7 +186,6 @@ class ConnectionPool:
         did not ask to close.
         """
         if reusable and connection.sock is not None:
-            connection.released = time.monotonic()
             with self._lock:
                 if not self._closed and len(self._idle) < self.maxsize:
                     self._idle.append(connection)
@@ -214,22 +200,14 @@ class ConnectionPool:
         for connection in idle:
             connection.close()
 
-    def _take(self, *, check: bool) -> tuple[Connection, bool]:
-        """A live idle connection (most recently used first), else a new one; and if reused.
-
-        With ``check``, a reused connection is always checked; without, only
-        one idle for :data:`FRESH_SECONDS` or more.
-        """
+    def _take(self) -> tuple[Connection, bool]:
+        """A live idle connection (most recently used first), else a new one; and if reused."""
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
                 return self._open(), False
-            if connection.pending:  # bytes beyond its last answer: not clean
-                connection.close()
-                continue
-            fresh = time.monotonic() - connection.released < FRESH_SECONDS
-            if (fresh and not check) or _alive(connection):
+            if _alive(connection):
                 return connection, True
             connection.close()
 
@@ -260,9 +238,13 @@ def _host_port(authority: str, default: int) -> tuple[str, int]:
 
 
 def _alive(connection: Connection) -> bool:
-    """Whether an idle connection can be used: open, and nothing (no end of stream) to read."""
+    """Whether an idle connection can be used: open, nothing buffered, nothing to read.
+
+    Anything readable (end of stream, or bytes the server sent beyond its last
+    answer) makes it unusable.
+    """
     sock = connection.sock
-    if sock is None:
+    if sock is None or connection.pending:
         return False
     try:
         poller = select.poll()

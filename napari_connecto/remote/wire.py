@@ -3,8 +3,8 @@
 :class:`Connection` is the part of an HTTP client that :mod:`http.client`
 and urllib3 spend most of a small GET on (about 90 us and 250 us of Python per
 request here, against about 40 us for this module): one request is written
-with a single ``sendall``, and an answer's head is parsed with the C
-``readline`` of a buffered reader, its headers into a plain
+with a single ``sendall``, and an answer's head is read line by line from a
+:class:`~napari_connecto.remote.stream.SocketStream`, its headers into a plain
 case-insensitive mapping. Framing follows RFC 9112 section 6:
 
 - no body after ``HEAD`` and for ``1xx``, ``204`` and ``304``; interim
@@ -22,7 +22,6 @@ A connection the server closed before any byte of an answer raises
 
 from __future__ import annotations
 
-import math
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ __all__ = [
 ]
 
 _MAX_LINE = 65536
-_BUFFER = 2 * _MAX_LINE
+_BUFFER = _MAX_LINE + 2**14
 _MAX_HEADERS = 128
 _STREAM_PART = 2**20
 _SMALL_BODY = 2**16
@@ -181,8 +180,6 @@ class Connection:
             sock.close()
             raise
         self.sock: socket.socket | None = sock
-        self.released = -math.inf
-        """When the connection was last given back to its pool (:func:`time.monotonic`)."""
 
     @property
     def pending(self) -> bool:
