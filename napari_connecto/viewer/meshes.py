@@ -163,8 +163,9 @@ class MeshController:
     def export_job(self, segment_id: int, path: str | os.PathLike[str]) -> Callable[[], Path]:
         """What :meth:`export` does, as a function to run on a worker thread.
 
-        The shown mesh and its level are taken now (on the main thread); reading the
-        finest level and writing the file happen when the function is called.
+        The shown mesh and its level are taken now (on the main thread); opening the
+        mesh source, reading the finest level and writing the file happen when the
+        function is called.
 
         Raises
         ------
@@ -178,10 +179,10 @@ class MeshController:
         if shown is None:
             raise MeshNotFoundError(str(path), f"the mesh of segment {segment_id} is not shown")
         coarser = self._levels.get(segment_id, 0) > 0
-        source = self._mesh_source() if coarser else None
+        mesh_source = self._mesh_source  # opening it may wait for a volume: in the job
 
         def job() -> Path:
-            mesh = shown if source is None else source.get(segment_id)  # the finest level
+            mesh = mesh_source().get(segment_id) if coarser else shown  # the finest level
             return mesh_io.write_mesh(mesh, path, name=f"segment {segment_id}")
 
         return job

@@ -110,7 +110,7 @@ def export_mesh_dialog(
 def _in_background(viewer: napari.Viewer, job: Callable[[], Path], segment: int) -> Future[Path]:
     """Run a mesh export on a worker thread; report its end on the main thread."""
     from napari.qt.threading import create_worker
-    from napari.utils.notifications import show_info, show_warning
+    from napari.utils.notifications import show_error, show_info, show_warning
 
     future: Future[Path] = Future()
     future.set_running_or_notify_cancel()
@@ -127,6 +127,7 @@ def _in_background(viewer: napari.Viewer, job: Callable[[], Path], segment: int)
             show_warning(f"No mesh written for segment {segment}: {exc}")
         else:
             logger.error("mesh export of segment %d failed", segment, exc_info=exc)
+            show_error(f"Mesh export of segment {segment} failed: {exc!r}")
         future.set_exception(exc)
 
     worker = create_worker(job, _start_thread=False, _ignore_errors=True)
