@@ -430,15 +430,15 @@ class Runner:
         Rounds take the paths in turns, forwards then backwards (A B C, C B A, ...), so that a
         change of background load hits every path alike; one more round runs first, untimed,
         to open connections, warm the server and time a pass. There are ``repeats`` rounds,
-        more where passes are short (enough for the slowest path to run
-        ``MIN_TIMED_SECONDS``, at most ``repeats * MAX_ROUNDS_FACTOR``). A path's row is its
+        more where passes are short (enough for every path to run ``MIN_TIMED_SECONDS``, at
+        most ``repeats * MAX_ROUNDS_FACTOR``), always an odd number. A path's row is its
         median pass, with its best MB/s; its ratio is the median of its per-round ratios to
         the first path.
         """
         passes: list[list[Row]] = [[] for _ in paths]
         ok = [True] * len(paths)
         rounds = self.repeats
-        for attempt in range(self.repeats * MAX_ROUNDS_FACTOR + 1):
+        for attempt in range(self.repeats * MAX_ROUNDS_FACTOR + 2):
             if attempt > rounds:
                 break
             order = range(len(paths)) if attempt % 2 else reversed(range(len(paths)))
@@ -450,12 +450,12 @@ class Runner:
                     passes[i].append(row)
                 else:
                     warm_up.append(row.seconds)
-            if not attempt:  # short passes are noisy: take more of them
-                wanted = math.ceil(MIN_TIMED_SECONDS / max(*warm_up, 1e-3))
-                rounds = min(max(self.repeats, wanted), self.repeats * MAX_ROUNDS_FACTOR)
+            if not attempt:  # short passes are noisy: take more of them (an odd number)
+                wanted = math.ceil(MIN_TIMED_SECONDS / max(min(warm_up), 1e-3))
+                rounds = min(max(self.repeats, wanted), self.repeats * MAX_ROUNDS_FACTOR) | 1
         rows = []
         for runs, good in zip(passes, ok, strict=True):
-            row = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+            row = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]  # odd count: the median
             row.best_mbps = max(r.mbps for r in runs)
             ratios = [r.mbps / ref.mbps for r, ref in zip(runs, passes[0], strict=True)]
             row.verified, row.ratio = good, float(np.median(ratios))
