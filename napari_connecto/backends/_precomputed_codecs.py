@@ -257,9 +257,9 @@ def _check_channel(
 
     Accepts and refuses exactly what :func:`_decode_channel` does (same checks,
     same ``ValueError``); ``False`` for 32-bit blocks, which the C decoder gets wrong.
-    A well-formed chunk takes nine numpy operations: each one on more than 500
-    values releases the GIL, and reader threads waiting to take it back cost
-    more than the arithmetic.
+    A well-formed chunk takes nine numpy operations (there were about twenty):
+    numpy releases the GIL in most of them, and with many reader threads each
+    release can cost a context switch, more than the arithmetic.
     """
     nblocks = math.prod(-(-s // b) for s, b in zip(shape, block, strict=True))
     if base + 2 * nblocks > len(words):
