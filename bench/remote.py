@@ -435,24 +435,21 @@ class Runner:
         median pass, with its best MB/s; its ratio is the median of its per-round ratios to
         the first path.
         """
-        passes: list[list[Row]] = [[] for _ in paths]
         ok = [True] * len(paths)
-        rounds = self.repeats
-        for attempt in range(self.repeats * MAX_ROUNDS_FACTOR + 2):
-            if attempt > rounds:
-                break
-            order = range(len(paths)) if attempt % 2 else reversed(range(len(paths)))
-            warm_up = []
-            for i in order:
-                row, good = self._pass(dataset, paths[i], truth, workers)
+
+        def one_round(attempt: int) -> list[Row]:
+            order = list(range(len(paths)))
+            rows: list[Row | None] = [None] * len(paths)
+            for i in order if attempt % 2 else reversed(order):
+                rows[i], good = self._pass(dataset, paths[i], truth, workers)
                 ok[i] = ok[i] and good
-                if attempt:
-                    passes[i].append(row)
-                else:
-                    warm_up.append(row.seconds)
-            if not attempt:  # short passes are noisy: take more of them (an odd number)
-                wanted = math.ceil(MIN_TIMED_SECONDS / max(min(warm_up), 1e-3))
-                rounds = min(max(self.repeats, wanted), self.repeats * MAX_ROUNDS_FACTOR) | 1
+            return rows  # type: ignore[return-value]
+
+        warm_up = one_round(0)  # untimed; short passes are noisy: take more of them (odd)
+        wanted = math.ceil(MIN_TIMED_SECONDS / max(min(r.seconds for r in warm_up), 1e-3))
+        rounds = min(max(self.repeats, wanted), self.repeats * MAX_ROUNDS_FACTOR) | 1
+        timed = [one_round(attempt) for attempt in range(1, rounds + 1)]
+        passes = [list(runs) for runs in zip(*timed, strict=True)]
         rows = []
         for runs, good in zip(passes, ok, strict=True):
             row = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]  # odd count: the median

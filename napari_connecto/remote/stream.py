@@ -80,6 +80,10 @@ class SocketStream:
             view[:n] = self._view[self._start : self._start + n]
             self._start += n
             return n
+        return self._recv(view)
+
+    def _recv(self, view: memoryview) -> int:
+        """One ``recv`` from the socket into ``view``; the kernel's timeout as TimeoutError."""
         try:
             return self.sock.recv_into(view)
         except BlockingIOError:  # SO_RCVTIMEO expired
@@ -116,10 +120,7 @@ class SocketStream:
         room = min(len(self._buffer) - self._end, _FILL)
         if room <= 0:
             return False
-        try:
-            n = self.sock.recv_into(self._view[self._end : self._end + room])
-        except BlockingIOError:
-            raise TimeoutError("timed out reading") from None
+        n = self._recv(self._view[self._end : self._end + room])
         self._end += n
         return n > 0
 

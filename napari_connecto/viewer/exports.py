@@ -25,6 +25,7 @@ from napari_connecto.export._atomic import ExportError, atomic_files
 from napari_connecto.export.figure import ExportResult, ViewStyle, export_region
 from napari_connecto.export.scalebar import ScaleBar, draw_scale_bar
 from napari_connecto.geometry import BBox
+from napari_connecto.viewer.background import run_in_background
 
 if TYPE_CHECKING:
     import napari
@@ -228,8 +229,6 @@ def export_view_region(
     ExportError
         If there is no plugin layer or the view is 3-D.
     """
-    from napari.qt.threading import create_worker
-
     image_layer, labels_layer = plugin_layers(viewer)
     first = image_layer or labels_layer
     if first is None:
@@ -246,31 +245,17 @@ def export_view_region(
     image = _displayed_volume(image_layer) if image_layer is not None else None
     labels = _displayed_volume(labels_layer) if labels_layer is not None else None
     kwargs = {"box": box, "image": image, "labels": labels, "scale": scale, "style": style}
-    worker = create_worker(
-        export_region, Path(path), fps=fps, _start_thread=False, _ignore_errors=True, **kwargs
-    )
-    return _track(viewer, worker, Path(path))
-
-
-def _track(viewer: napari.Viewer, worker: Any, path: Path) -> Future[ExportResult]:
-    """A future resolved by ``worker``'s signals, with status-bar reports; starts it."""
-    future: Future[ExportResult] = Future()
-    future.set_running_or_notify_cancel()
+    path = Path(path)
     viewer.status = f"exporting to {path.name} ..."
 
     def done(result: ExportResult) -> None:
         viewer.status = f"exported {len(result.paths)} file(s): {result.paths[0]}"
-        future.set_result(result)
 
     def failed(exc: BaseException) -> None:
         viewer.status = f"export failed: {exc}"
         logger.warning("export to %s failed: %s", path, exc)
-        future.set_exception(exc)
 
-    worker.returned.connect(done)
-    worker.errored.connect(failed)
-    worker.start()
-    return future
+    return run_in_background(export_region, path, fps=fps, done=done, failed=failed, **kwargs)
 
 
 def plane_range(viewer: napari.Viewer, layer: Layer, planes: int) -> tuple[float, float]:

@@ -109,17 +109,15 @@ def export_mesh_dialog(
 
 def _in_background(viewer: napari.Viewer, job: Callable[[], Path], segment: int) -> Future[Path]:
     """Run a mesh export on a worker thread; report its end on the main thread."""
-    from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error, show_info, show_warning
 
-    future: Future[Path] = Future()
-    future.set_running_or_notify_cancel()
+    from napari_connecto.viewer.background import run_in_background
+
     viewer.status = f"writing the mesh of segment {segment} ..."
 
     def done(written: Path) -> None:
         viewer.status = f"mesh of segment {segment} written to {written.name}"
         show_info(f"Mesh of segment {segment} written to {written} (nm, x y z)")
-        future.set_result(written)
 
     def failed(exc: BaseException) -> None:
         viewer.status = f"no mesh written for segment {segment}"
@@ -128,13 +126,8 @@ def _in_background(viewer: napari.Viewer, job: Callable[[], Path], segment: int)
         else:
             logger.error("mesh export of segment %d failed", segment, exc_info=exc)
             show_error(f"Mesh export of segment {segment} failed: {exc!r}")
-        future.set_exception(exc)
 
-    worker = create_worker(job, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(done)
-    worker.errored.connect(failed)
-    worker.start()
-    return future
+    return run_in_background(job, done=done, failed=failed)
 
 
 def show_skeleton_action(viewer: napari.Viewer, segment: int | None = None) -> Any:
