@@ -26,7 +26,6 @@ Everything here is thread-safe; the idle lists are guarded by one lock per pool.
 
 from __future__ import annotations
 
-import select
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -247,9 +246,7 @@ def _alive(connection: Connection) -> bool:
     if sock is None or connection.pending:
         return False
     try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return not poller.poll(0)
+        return not connection.peer_sent_something()
     except (OSError, ValueError):  # closed meanwhile
         return False
 

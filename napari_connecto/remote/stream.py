@@ -9,6 +9,11 @@ enforce the timeout instead (``SO_RCVTIMEO``/``SO_SNDTIMEO``), so each read or
 write is one call. A TLS socket, and any socket off Linux, keeps its Python
 timeout.
 
+On such a plain socket the stream also tries each read first without waiting
+and without releasing the GIL (:mod:`.nowait`): bytes that have already
+arrived then cost no hand-over of the GIL at all. Only when nothing has
+arrived yet does the stream make the blocking call, the GIL released.
+
 The stream buffers what it read beyond a line, and hands bodies over by
 reading straight into the caller's buffer once the buffered bytes are used.
 A kernel timeout raises :class:`TimeoutError`, as Python's own does.
@@ -16,9 +21,12 @@ A kernel timeout raises :class:`TimeoutError`, as Python's own does.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import sys
+
+from napari_connecto.remote import nowait
 
 __all__ = ["SocketStream"]
 
@@ -44,8 +52,12 @@ class SocketStream:
         self._buffer = bytearray(capacity)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
+        self._fd = -1
+        """The socket's descriptor where reads are tried without waiting first (else -1)."""
         if not _kernel_timeouts(sock, timeout):
             sock.settimeout(timeout)
+        elif nowait.available():
+            self._fd = sock.fileno()
 
     @property
     def buffered(self) -> int:
@@ -84,6 +96,10 @@ class SocketStream:
 
     def _recv(self, view: memoryview) -> int:
         """One ``recv`` from the socket into ``view``; the kernel's timeout as TimeoutError."""
+        if self._fd >= 0 and len(view):
+            got = nowait.recv_now(self._fd, view)
+            if got is not None:
+                return got
         try:
             return self.sock.recv_into(view)
         except BlockingIOError:  # SO_RCVTIMEO expired
@@ -124,8 +140,19 @@ class SocketStream:
         self._end += n
         return n > 0
 
+    def peer_sent_something(self) -> bool:
+        """Whether the socket has anything to read (bytes, its end, an error); nothing is read."""
+        if self._fd >= 0:
+            return nowait.peer_sent_something(self._fd)
+        if not hasattr(select, "poll"):  # Windows
+            return bool(select.select([self.sock], [], [], 0)[0])
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
     def close(self) -> None:
         """Close the socket."""
+        self._fd = -1
         self._view.release()
         self.sock.close()
 

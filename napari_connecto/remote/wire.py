@@ -186,6 +186,10 @@ class Connection:
         """Whether bytes beyond the last answer were received (the connection is not clean)."""
         return self._stream.buffered > 0
 
+    def peer_sent_something(self) -> bool:
+        """Whether the server sent anything unasked (bytes, the end of the stream, an error)."""
+        return self._stream.peer_sent_something()
+
     def close(self) -> None:
         """Close the socket (idempotent)."""
         sock, self.sock = self.sock, None

@@ -95,6 +95,14 @@ def raw_server() -> Iterator[Callable[..., RawServer]]:
         server.close()
 
 
+@pytest.fixture(params=["kernel", "python"])
+def timeouts(request, monkeypatch) -> str:
+    """Sockets with kernel timeouts, reads tried without waiting first; or Python's (off Linux)."""
+    if request.param == "python":
+        monkeypatch.setattr(stream, "_kernel_timeouts", lambda sock, seconds: False)
+    return request.param
+
+
 def answer(body: bytes = BODY, *, status: str = "200 OK", extra: str = "") -> bytes:
     head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     return head.encode() + body
@@ -153,7 +161,7 @@ def _one_answer_then_close(server, conn, reader):
         conn.sendall(answer())
 
 
-def test_a_connection_closed_while_idle_is_replaced_before_use(raw_server):
+def test_a_connection_closed_while_idle_is_replaced_before_use(raw_server, timeouts):
     server = raw_server(_one_answer_then_close)
     client = HttpClient(FAST)
     assert client.get(f"{server.url}/x") == BODY
@@ -180,7 +188,7 @@ def _answers_then_junk(junk_delay: float | None):
 
 
 @pytest.mark.parametrize("junk_delay", [None, 0.02], ids=["same write", "20 ms later"])
-def test_bytes_after_an_answer_are_never_read_as_the_next_one(raw_server, junk_delay):
+def test_bytes_after_an_answer_are_never_read_as_the_next_one(raw_server, junk_delay, timeouts):
     server = raw_server(_answers_then_junk(junk_delay))
     client = HttpClient(FAST)
     for _ in range(3):
@@ -286,12 +294,7 @@ def _trickle(server, conn, reader):
             time.sleep(0.05)
 
 
-@pytest.mark.parametrize("timeouts", ["kernel", "python"])
-def test_a_body_that_stops_arriving_times_out_and_one_that_trickles_does_not(
-    raw_server, monkeypatch, timeouts
-):
-    if timeouts == "python":  # as off Linux: the socket keeps Python's timeout
-        monkeypatch.setattr(stream, "_kernel_timeouts", lambda sock, seconds: False)
+def test_a_body_that_stops_arriving_times_out_and_one_that_trickles_does_not(raw_server, timeouts):
     quick = dataclasses.replace(FAST, read_timeout=0.3, retries=0)
     server = raw_server(_stall_mid_body)
     started = time.monotonic()
