@@ -31,6 +31,10 @@ from collections.abc import Callable
 __all__ = ["available", "peer_sent_something", "recv_now"]
 
 _NOT_YET = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+_DONTWAIT = int(socket.MSG_DONTWAIT)  # plain ints: or-ing the IntFlag members costs microseconds
+_PEEK = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
+_PROBE = ctypes.create_string_buffer(1)
+"""Where a peek puts the byte it looks at (never read; shared by every thread)."""
 
 
 @functools.cache
@@ -93,7 +97,7 @@ def recv_now(fd: int, view: memoryview) -> int | None:
     """
     recv = _required()
     address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-    result = recv(fd, address, len(view), socket.MSG_DONTWAIT)
+    result = recv(fd, address, len(view), _DONTWAIT)
     return None if _failed(result) else result
 
 
@@ -103,9 +107,7 @@ def peer_sent_something(fd: int) -> bool:
     Nothing is consumed (``MSG_PEEK``). An idle keep-alive connection for
     which this is ``True`` must not be used for another request.
     """
-    recv = _required()
-    probe = ctypes.create_string_buffer(1)
-    result = recv(fd, probe, 1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+    result = _required()(fd, _PROBE, 1, _PEEK)
     try:
         return not _failed(result)
     except OSError:
