@@ -42,7 +42,10 @@ at least 3 s.
 ``ratio`` is the median over the rounds of each round's MB/s over the reference row's MB/s
 in the same round: on a shared 2-core machine a pass can run 30 % slower or faster than the
 one before it, and pairing passes in time cancels that drift where a best-of would
-compare two outliers. ``requests`` and ``wire MB`` (response body bytes, as received; no server here sends
+compare two outliers. ``q1-q3`` is the first and third quartile of those per-round ratios.
+The median still moves by about 0.1 from one run of the whole script to the next on such a
+machine (the Python test servers share its two cores), so judge a target from several runs.
+``requests`` and ``wire MB`` (response body bytes, as received; no server here sends
 a ``Content-Encoding``) are counted by each client during its pass, never by the server:
 connecto by its transport (``default_client().stats``, ``requests`` and ``bytes``),
 tensorstore by its metrics (``/tensorstore/http/request_started``,
@@ -402,6 +405,8 @@ class Row:
     verified: bool
     ratio: float = float("nan")
     """Median over rounds of MB/s over the group's reference row (tensorstore, or thin raw)."""
+    spread: tuple[float, float] = (float("nan"), float("nan"))
+    """First and third quartile of those per-round ratios: how much they vary within the run."""
 
 
 @dataclass(slots=True)
@@ -456,6 +461,7 @@ class Runner:
             row.best_mbps = max(r.mbps for r in runs)
             ratios = [r.mbps / ref.mbps for r, ref in zip(runs, passes[0], strict=True)]
             row.verified, row.ratio = good, float(np.median(ratios))
+            row.spread = (float(np.quantile(ratios, 0.25)), float(np.quantile(ratios, 0.75)))
             rows.append(row)
         return rows
 
@@ -664,7 +670,7 @@ def _dvid_group(  # noqa: PLR0917 - private
 # -- report ---------------------------------------------------------------------------------
 HEAD = (
     f"{'dataset':22} {'path':16} {'lat ms':>6} {'conc':>4} {'chunks':>6} {'MB/s':>8} "
-    f"{'best':>8} {'s':>6} {'requests':>8} {'wire MB':>8} {'ratio':>6}  check"
+    f"{'best':>8} {'s':>6} {'requests':>8} {'wire MB':>8} {'ratio':>6} {'q1-q3':>9}  check"
 )
 
 
@@ -675,7 +681,7 @@ def show(row: Row) -> None:
     print(
         f"{row.group:22} {row.path:16} {row.latency_ms:6.0f} {row.concurrency:4d} {row.chunks:6d} "
         f"{row.mbps:8.1f} {row.best_mbps:8.1f} {row.seconds:6.2f} {requests:>8} {wire:>8} "
-        f"{row.ratio:6.2f}  {mark}",
+        f"{row.ratio:6.2f} {row.spread[0]:4.2f}-{row.spread[1]:4.2f}  {mark}",
         flush=True,
     )
 
