@@ -681,7 +681,7 @@ def show(row: Row) -> None:
     print(
         f"{row.group:22} {row.path:16} {row.latency_ms:6.0f} {row.concurrency:4d} {row.chunks:6d} "
         f"{row.mbps:8.1f} {row.best_mbps:8.1f} {row.seconds:6.2f} {requests:>8} {wire:>8} "
-        f"{row.ratio:6.2f} {row.spread[0]:4.2f}-{row.spread[1]:4.2f}  {mark}",
+        f"{row.ratio:6.2f} {f'{row.spread[0]:.2f}-{row.spread[1]:.2f}':>9}  {mark}",
         flush=True,
     )
 

@@ -31,6 +31,9 @@ from collections.abc import Callable
 __all__ = ["available", "peer_sent_something", "recv_now"]
 
 _NOT_YET = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+"""``errno`` of a call that had nothing to do yet (EINTR: the caller's blocking call follows)."""
+_MOST = 2**18
+"""Bytes one read takes at most: copying them holds the GIL (256 KiB: some 50 microseconds)."""
 _DONTWAIT = int(socket.MSG_DONTWAIT)  # plain ints: or-ing the IntFlag members costs microseconds
 _PEEK = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
 _PROBE = ctypes.create_string_buffer(1)
@@ -65,7 +68,7 @@ def available() -> bool:
     return _libc_recv() is not None
 
 
-def _failed(result: int) -> bool:
+def _not_yet(result: int) -> bool:
     """``True`` if the call found nothing to do yet; raises the ``OSError`` of a real failure."""
     if result >= 0:
         return False
@@ -78,12 +81,15 @@ def _failed(result: int) -> bool:
 def recv_now(fd: int, view: memoryview) -> int | None:
     """Read what has already arrived into ``view``, without waiting.
 
+    At most 256 KiB are taken per call, since the copy holds the GIL; callers
+    loop on short reads anyway.
+
     Parameters
     ----------
     fd : int
         A connected stream socket.
     view : memoryview
-        Writable, C-contiguous, not empty.
+        Writable, C-contiguous, not empty (its bytes are filled, whatever its format).
 
     Returns
     -------
@@ -97,18 +103,31 @@ def recv_now(fd: int, view: memoryview) -> int | None:
     """
     recv = _required()
     address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-    result = recv(fd, address, len(view), _DONTWAIT)
-    return None if _failed(result) else result
+    result = recv(fd, address, min(view.nbytes, _MOST), _DONTWAIT)
+    return None if _not_yet(result) else result
 
 
 def peer_sent_something(fd: int) -> bool:
     """Whether anything can be read: bytes, the end of the stream, or an error.
 
-    Nothing is consumed (``MSG_PEEK``). An idle keep-alive connection for
-    which this is ``True`` must not be used for another request.
+    No bytes are consumed (``MSG_PEEK``), but a pending socket error (a reset)
+    is reported here once and cleared by the kernel: the socket then reads as
+    ended. Close a connection for which this is ``True``; an idle keep-alive
+    connection must never be used for another request then.
+
+    Parameters
+    ----------
+    fd : int
+        A connected stream socket.
+
+    Returns
+    -------
+    bool
+        ``True`` for bytes, the end of the stream or any error (the error itself
+        is not raised).
     """
     result = _required()(fd, _PROBE, 1, _PEEK)
     try:
-        return not _failed(result)
+        return not _not_yet(result)
     except OSError:
         return True

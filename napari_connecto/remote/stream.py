@@ -96,7 +96,7 @@ class SocketStream:
 
     def _recv(self, view: memoryview) -> int:
         """One ``recv`` from the socket into ``view``; the kernel's timeout as TimeoutError."""
-        if self._fd >= 0 and len(view):
+        if self._fd >= 0 and view.nbytes:
             got = nowait.recv_now(self._fd, view)
             if got is not None:
                 return got
@@ -141,7 +141,11 @@ class SocketStream:
         return n > 0
 
     def peer_sent_something(self) -> bool:
-        """Whether the socket has anything to read (bytes, its end, an error); nothing is read."""
+        """Whether the socket has anything to read (bytes, its end, an error); no bytes are read.
+
+        A pending error may be cleared by the check (see
+        :func:`.nowait.peer_sent_something`): close the stream when this is ``True``.
+        """
         if self._fd >= 0:
             return nowait.peer_sent_something(self._fd)
         if not hasattr(select, "poll"):  # Windows

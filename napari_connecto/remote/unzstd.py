@@ -29,7 +29,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ZSTD_decompress.restype = ctypes.c_size_t
     buffer = [ctypes.c_void_p, ctypes.c_size_t]
     lib.ZSTD_decompress.argtypes = buffer + buffer  # destination, then source
-    held = ctypes.PyDLL(lib._name)  # the same library, its calls made with the GIL held
+    # The same file opened again (the loader hands back the same library), as a
+    # PyDLL: its calls keep the GIL. Should that fail, the zstd path is not used.
+    held = ctypes.PyDLL(lib._name)
     lib.ZSTD_isError = held.ZSTD_isError
     lib.ZSTD_isError.restype = ctypes.c_uint
     lib.ZSTD_isError.argtypes = [ctypes.c_size_t]

@@ -187,7 +187,7 @@ class Connection:
         return self._stream.buffered > 0
 
     def peer_sent_something(self) -> bool:
-        """Whether the server sent anything unasked (bytes, the end of the stream, an error)."""
+        """Whether the server sent anything unasked (bytes, its end, an error): then close it."""
         return self._stream.peer_sent_something()
 
     def close(self) -> None:

@@ -75,15 +75,24 @@ def test_peeking_consumes_nothing(pair):
     assert not nowait.peer_sent_something(ours.fileno())
 
 
-def test_a_stream_reads_a_line_and_a_body_arriving_in_pieces_whole(pair):
+def test_a_stream_reads_a_line_and_a_body_arriving_in_pieces_whole(pair, monkeypatch):
     ours, peer = pair
+    taken: list[int | None] = []
+
+    def counted(fd: int, view: memoryview) -> int | None:
+        got = recv_now(fd, view)
+        taken.append(got)
+        return got
+
+    recv_now = nowait.recv_now
+    monkeypatch.setattr(nowait, "recv_now", counted)
     stream = SocketStream(ours, timeout=2.0, capacity=1024)
-    body = bytes(range(256)) * 1000
+    body = bytes(range(256)) * 4096  # 1 MiB
 
     def answer() -> None:
         peer.sendall(b"HTTP/1.1 200 OK\r\n")
-        for at in range(0, len(body), 10_000):
-            peer.sendall(body[at : at + 10_000])
+        for at in range(0, len(body), 100_000):
+            peer.sendall(body[at : at + 100_000])
 
     sender = threading.Thread(target=answer)
     sender.start()
@@ -96,6 +105,9 @@ def test_a_stream_reads_a_line_and_a_body_arriving_in_pieces_whole(pair):
         done += n
     sender.join()
     assert got == body
+    read_without_waiting = [n for n in taken if n]
+    assert read_without_waiting, "the stream never read without waiting"
+    assert max(read_without_waiting) <= 2**18  # one such read copies at most 256 KiB
     assert not stream.peer_sent_something()
     peer.close()
     _arrived(ours)
