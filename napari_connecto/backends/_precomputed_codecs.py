@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_connecto.backends import _large_arrays
 from napari_connecto.backends._assemble import assemble
 from napari_connecto.remote.inflate import inflate
 
@@ -175,7 +176,7 @@ def decode_compressed_segmentation(
     words = np.frombuffer(data, dtype="<u4")
     if len(words) < channels:
         raise ValueError("shorter than its channel header")
-    out = np.empty((channels, *shape), dtype=dtype)
+    out = _large_arrays.empty((channels, *shape), dtype)
     if 0 in shape:
         return out
     native = _native_decoder(dtype)
