@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
+import re
 import sys
 
 import numpy as np
@@ -10,8 +13,6 @@ import pytest
 from napari_connecto.backends import _assemble
 from napari_connecto.backends import _large_arrays as large
 from napari_connecto.backends import _precomputed_codecs as codecs
-
-compressed_segmentation = pytest.importorskip("compressed_segmentation")
 
 
 def _offered_by(monkeypatch, tmp_path, setting: str) -> None:
@@ -55,7 +56,39 @@ def test_small_arrays_and_machines_without_the_setting_get_numpy_arrays(monkeypa
     assert large.empty((1, 64, 64, 64), np.dtype(np.uint64)).base is None
 
 
+def _mapping_of(address: int) -> str:
+    """This process's ``/proc/self/smaps`` entry of the mapping holding ``address``."""
+    with open("/proc/self/smaps", encoding="ascii") as smaps:
+        entries = re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", smaps.read())
+    for entry in entries:
+        low, high = (int(v, 16) for v in entry.split()[0].split("-"))
+        if low <= address < high:
+            return entry
+    raise AssertionError("no mapping holds the array")
+
+
+@pytest.mark.skipif(not large.huge_pages_offered(), reason="no transparent huge pages here")
+def test_a_large_array_starts_on_a_huge_page_in_memory_advised_for_them():
+    a = large.empty((1, 64, 64, 64), np.dtype(np.uint64))
+    assert a.ctypes.data % large.HUGE_PAGE == 0  # the kernel can back it with one huge page
+    assert re.search(r"THPeligible:\s+1", _mapping_of(a.ctypes.data))
+
+
+def test_without_room_for_a_mapping_numpy_memory_is_used(monkeypatch, tmp_path):
+    _offered_by(monkeypatch, tmp_path, "always [madvise] never\n")
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    a = large.empty((1, 64, 64, 64), np.dtype(np.uint64))
+    assert a.base is None and a.shape == (1, 64, 64, 64)
+    a[...] = 7
+    assert int(a.sum()) == 7 * a.size
+
+
 def test_a_2_mib_segmentation_chunk_decodes_to_the_encoded_voxels():
+    compressed_segmentation = pytest.importorskip("compressed_segmentation")
     rng = np.random.default_rng(5)
     data = rng.choice(np.array([0, 3, 2**40 + 1, 2**63 + 7], np.uint64), size=(64, 64, 64))
     xyz = np.asfortranarray(data.transpose(2, 1, 0))
