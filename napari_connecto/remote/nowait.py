@@ -34,8 +34,9 @@ _NOT_YET = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 """``errno`` of a call that had nothing to do yet (EINTR: the caller's blocking call follows)."""
 _MOST = 2**18
 """Bytes one read takes at most: copying them holds the GIL (256 KiB: some 50 microseconds)."""
-_DONTWAIT = int(socket.MSG_DONTWAIT)  # plain ints: or-ing the IntFlag members costs microseconds
-_PEEK = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
+# plain ints: or-ing the IntFlag members costs microseconds (Windows has no MSG_DONTWAIT)
+_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+_PEEK = _DONTWAIT | int(socket.MSG_PEEK)
 _PROBE = ctypes.create_string_buffer(1)
 """Where a peek puts the byte it looks at (never read; shared by every thread)."""
 
